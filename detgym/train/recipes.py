@@ -9,6 +9,7 @@ from these, so a change here changes them together.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +65,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 def get_recipe(name: str) -> Recipe:
-    """The recipe called ``name`` (see :data:`RECIPES`)."""
+    """A copy of the recipe called ``name`` (see :data:`RECIPES`), free to change."""
     try:
-        return RECIPES[name]
+        return copy.deepcopy(RECIPES[name])
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; accepted: {', '.join(RECIPES)}") from None
