@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,9 @@ class Trainer:
         val_set: the dataset :meth:`evaluate` uses by default.
         config: the :class:`TrainConfig`.
         log_dir: TensorBoard directory; ``None`` logs nothing.
+        augment: optional ``augment(images, targets) -> (images, targets)`` applied to every training
+            minibatch (float images in 0..1 on the device); it runs under the trainer's own random state,
+            so augmented runs are reproducible too. Set ``trainer.augment = None`` to switch it off.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Trainer:
         val_set: Any | None = None,
         config: TrainConfig | None = None,
         log_dir: str | os.PathLike | None = None,
+        augment: Callable[[list[torch.Tensor], list[dict]], tuple[list[torch.Tensor], list[dict]]] | None = None,
     ) -> None:
         if not hasattr(model, "level_losses"):
             raise ValueError("model must be a level-aware detector from detgym.models.build_detector")
@@ -91,6 +95,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.train_set = train_set
         self.val_set = val_set
+        self.augment = augment
         self.num_levels: int = int(model.num_levels)
         self.iteration = 0
         self._amp = self.config.amp and self.device.type == "cuda"
@@ -126,6 +131,8 @@ class Trainer:
         images, targets = self.train_set.batch(indices, device=self.device)
         self.model.train()
         with self._own_rng():
+            if self.augment is not None:
+                images, targets = self.augment(images, targets)
             with torch.autocast(self.device.type, enabled=self._amp):
                 per_term = self.model.level_losses(images, targets)
             stacked = torch.stack([v.float() for v in per_term.values()])  # [terms, levels]
