@@ -1,0 +1,549 @@
+"""DetLossWeight-v0: per-FPN-level loss weighting during detector training (paper 000, AVW / RLO)."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from detgym.envs.observation import build_observation, observation_size
+from detgym.envs.presets import LossWeightPreset, get_preset
+from detgym.train import NonFiniteLossError, Trainer, get_recipe
+from detgym.weighting import ACTION_NAMES, N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
+
+__all__ = ["COCO_STATS", "REWARDS", "DetLossWeightContinuousEnv", "DetLossWeightEnv"]
+
+#: Reward names accepted by the ``reward`` argument.
+REWARDS: tuple[str, ...] = ("loss", "map")
+#: COCO stat names of ``info["final_metrics"]`` (detgym.metrics.coco_evaluate) and of ``map_metric``.
+COCO_STATS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+_SEED_HIGH = 2**31 - 1
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class DetLossWeightEnv(gym.Env):
+    """
+    ## Description
+
+    Train an FPN object detector (RetinaNet / FCOS / Faster R-CNN) for one whole schedule of ``T`` iterations,
+    and choose every ``alpha`` iterations how the per-pyramid-level losses are weighted in
+    ``L_total = sum_i w_i L_i`` (eq. 1 of paper 000, "Multi-scale loss optimization ... AVW / RLO"). One env
+    step trains one interval of ``alpha`` iterations (``Trainer.step(weights)`` ``alpha`` times) with the
+    weights of the chosen scheme, computed from the last interval's statistics as the paper's AVW / RLO do.
+
+    ## Action Space
+
+    ``Discrete(4)``: the weighting scheme for the next interval (eq. 5, ``N = n_enhance`` levels enhanced with
+    ``w_j = 1 + lambda_k L_{j,t} / sum_i L_{i,t}``, ``lambdas = (1.5, 1.0)``, all other levels 1).
+
+    | Num | Scheme                                                | Paper      |
+    |-----|-------------------------------------------------------|------------|
+    | 0   | enhance the N levels whose variance fell fastest (r)  | a0 = AVW   |
+    | 1   | enhance the N levels with the smallest interval loss  | a1         |
+    | 2   | enhance the N levels with the largest interval loss   | a2         |
+    | 3   | all weights 1                                         | a3         |
+
+    Ties rank the lower (finer) level first. :class:`DetLossWeightContinuousEnv` instead takes the weights
+    themselves: ``Box(weight_low, weight_high, (n_levels,), float32)``.
+
+    ## Observation Space
+
+    ``Box(float32, (5 n + 1,))`` for ``n`` pyramid levels (5 for RetinaNet / FCOS P3-P7), the state
+    ``S_t = [L_{i,t}, L_{i,t-1}, Var_{i,t}, Var_{i,t-1}]`` of eq. 6 plus progress and current weights
+    (layout helpers: :mod:`detgym.envs.observation`):
+
+    | Index          | Observation                                                     | Min | Max          |
+    |----------------|-----------------------------------------------------------------|-----|--------------|
+    | 0 .. n-1       | ``L_{i,t}``: sum of level i's raw losses over interval t (eq. 2) | 0   | f32 max      |
+    | n .. 2n-1      | ``L_{i,t-1}``: the same for the interval before                  | 0   | f32 max      |
+    | 2n .. 3n-1     | ``Var_{i,t}``: unbiased variance of those losses (eq. 3)         | 0   | f32 max      |
+    | 3n .. 4n-1     | ``Var_{i,t-1}``                                                  | 0   | f32 max      |
+    | 4n             | training progress ``t / T_intervals``                            | 0   | 1            |
+    | 4n+1 .. 5n     | weights ``w_i`` used during interval t                           | 1   | 1 + max(λ)   |
+
+    Raw losses are not scaled (they grow with ``alpha``): for SB3 wrap the env in
+    :class:`detgym.envs.wrappers.LogScaleObservation` (what :mod:`agents.sb3` does) or use ``VecNormalize``.
+    (Continuous variant: the weight bounds are ``weight_bounds``.)
+
+    ## Rewards
+
+    ``reward="loss"`` (default, eq. 7): ``sign(sum_i L_{i,t-1} - sum_i L_{i,t})`` on raw losses: +1 if the
+    total interval loss fell, -1 if it rose, 0 if equal. It is a function of the observation, so an agent can
+    compute it itself (RLO does).
+    ``reward="map"``: every ``map_every`` steps and at the last step, the change of the val-split COCO
+    ``map_metric`` (default AP) since the previous evaluation (0 before the first); 0 on the other steps.
+    The undiscounted return is then the final val AP.
+
+    A diverging detector (the trainer raises ``NonFiniteLossError``: NaN / inf loss) ends the episode with
+    ``terminated=True`` and reward ``nan_penalty``; by default ``-(steps left, this one included)`` for
+    ``"loss"`` (never better than any continuation, each step's reward being >= -1) and ``-1`` for ``"map"``
+    (the map return of any continuation is >= -1). The observation is the last valid one and every
+    ``info["final_metrics"]`` stat is 0 (a diverged detector finds nothing); ``info["diverged"]`` is True.
+
+    ## Starting State
+
+    ``reset(seed=...)`` builds a freshly initialised detector and trainer seeded from the env's ``np_random``
+    (same seed and same actions -> same rewards and final mAP on the CPU), then trains the first interval with
+    all weights 1 (the paper initialises ``w_i = 1`` and decides first after ``alpha`` iterations). The first
+    observation holds that interval's ``L_{i,1}`` and ``Var_{i,1}``, ``Var_{i,0} = 1`` (paper) and
+    ``L_{i,0} = L_{i,1}`` (so the reward "before" the first action is 0, like the paper's initial R).
+
+    ## Episode End
+
+    Truncation after ``T_intervals - 1`` steps, when the training schedule (``T = T_intervals * alpha``
+    iterations; ``iterations`` is rounded down to a multiple of ``alpha``) is complete; that step's
+    ``info["final_metrics"]`` holds the val COCO stats of the trained detector. Termination only on divergence
+    (see Rewards).
+
+    ## Info
+
+    Every ``reset`` / ``step`` info: ``interval_losses`` (float64 [n], ``L_{i,t}``), ``iteration_losses``
+    (float64 [alpha, n], the raw per-level losses of each iteration), ``variances``, ``rates`` (eq. 4),
+    ``weights`` (float64 [n], used during the interval), ``action`` (the scheme index, or ``None`` at reset;
+    the weights for the continuous variant), ``iteration`` (trainer iterations done), ``interval`` (t),
+    ``lr``, ``reward_loss`` (the eq. 7 value whatever the reward), ``level_names``; ``map`` when evaluated;
+    ``final_metrics`` on the last step.
+
+    ## Arguments
+
+    ``gymnasium.make("detgym:DetLossWeight-v0", **kwargs)``; other ids pick other presets
+    (``-RetinaNet``, ``-FCOS``, ``-FasterRCNN``, ``-RetinaNet-R50``, ``-FCOS-R50``, ``-FasterRCNN-R50``,
+    ``-Test``; see :mod:`detgym.envs.presets`). Every argument left ``None`` takes the preset's value; the dict
+    arguments (``dataset_kwargs``, ``train_overrides``, ``model_overrides``) are merged into the preset's.
+
+    * ``preset``: preset name (``"default"``, ``"retinanet"``, ``"fcos"``, ``"fasterrcnn"``, ``"*-r50"``,
+      ``"test"``).
+    * ``recipe``: a :data:`detgym.train.RECIPES` name (detector family, backbone, TrainConfig).
+    * ``alpha``: iterations per step (paper: 100). ``iterations``: total ``T``.
+    * ``image_size``: detector input size and digits image size.
+    * ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``: the data (``train_set`` / ``val_set``:
+      ready :class:`detgym.data.DetectionDataset` objects instead).
+    * ``train_overrides``: TrainConfig changes; ``device``: shortcut for ``train_overrides["device"]``.
+    * ``model_overrides``: extra ``build_detector`` arguments.
+    * ``reward`` (``"loss"`` / ``"map"``), ``map_every``, ``map_metric``.
+    * ``n_enhance`` (N of eq. 5, paper 2), ``lambdas`` (paper (1.5, 1.0)).
+    * ``nan_penalty``: reward on divergence (default: see Rewards).
+    * ``log_dir``: TensorBoard directory for per-step weights, action, reward and per-level losses / variances
+      (tags ``loss_weight/...``, global step = training iterations done by this env over all its episodes).
+    * ``render_mode``: ``None`` or ``"ansi"`` (a text line per interval).
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(
+        self,
+        preset: str = "default",
+        *,
+        recipe: str | None = None,
+        alpha: int | None = None,
+        iterations: int | None = None,
+        image_size: int | None = None,
+        dataset: str | None = None,
+        dataset_kwargs: dict[str, Any] | None = None,
+        train_size: int | None = None,
+        val_size: int | None = None,
+        train_overrides: dict[str, Any] | None = None,
+        model_overrides: dict[str, Any] | None = None,
+        reward: str | None = None,
+        map_every: int | None = None,
+        map_metric: str | None = None,
+        n_enhance: int | None = None,
+        lambdas: Sequence[float] | None = None,
+        device: str | None = None,
+        train_set: Any = None,
+        val_set: Any = None,
+        nan_penalty: float | None = None,
+        log_dir: str | os.PathLike | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__()
+        overrides = {
+            "recipe": recipe, "alpha": alpha, "iterations": iterations, "image_size": image_size,
+            "dataset": dataset, "dataset_kwargs": dataset_kwargs, "train_size": train_size, "val_size": val_size,
+            "train_overrides": train_overrides, "model_overrides": model_overrides, "reward": reward,
+            "map_every": map_every, "map_metric": map_metric, "n_enhance": n_enhance,
+            "lambdas": tuple(lambdas) if lambdas is not None else None,
+        }
+        base = get_preset(preset)
+        for name in ("dataset_kwargs", "train_overrides", "model_overrides"):
+            if overrides[name] is not None:  # dict arguments add to (and win over) the preset's entries
+                overrides[name] = {**getattr(base, name), **overrides[name]}
+        cfg = base.replace(**{k: v for k, v in overrides.items() if v is not None})
+        if device is not None:
+            cfg = cfg.replace(train_overrides={**cfg.train_overrides, "device": device})
+        self.preset_name = preset
+        self.config: LossWeightPreset = cfg
+        self._validate(cfg, nan_penalty, render_mode)
+        self.render_mode = render_mode
+        self.alpha = int(cfg.alpha)
+        self.reward_mode = cfg.reward
+        self.map_every = int(cfg.map_every)
+        self.map_metric = cfg.map_metric
+        self.n_enhance = int(cfg.n_enhance)
+        self.lambdas = tuple(float(x) for x in cfg.lambdas)
+        self.nan_penalty = None if nan_penalty is None else float(nan_penalty)
+
+        self.recipe = get_recipe(cfg.recipe)
+        if cfg.image_size is not None:
+            self.recipe = self.recipe.replace(image_size=int(cfg.image_size))
+        train_config = self.recipe.train.replace(**dict(cfg.train_overrides))
+        total = int(cfg.iterations) if cfg.iterations is not None else train_config.iterations
+        self.n_intervals = total // self.alpha
+        if self.n_intervals < 2:
+            raise ValueError(
+                f"iterations ({total}) must be at least 2 * alpha ({2 * self.alpha}): the first interval is trained "
+                "in reset() and every step trains one more"
+            )
+        self.total_iterations = self.n_intervals * self.alpha
+        self.train_config = train_config.replace(iterations=self.total_iterations)
+        #: Steps per episode (the first interval is trained by reset()).
+        self.episode_steps = self.n_intervals - 1
+
+        self.train_set, self.val_set = self._load_data(cfg, train_set, val_set)
+        self.num_classes = int(self.train_set.num_classes)
+
+        # A throw-away detector tells the number and names of the levels, which the spaces need now.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            probe = self._build_model()
+        self.n_levels = int(probe.num_levels)
+        self.level_names: tuple[str, ...] = tuple(
+            getattr(probe, "level_names", None) or (f"L{i}" for i in range(self.n_levels))
+        )
+        del probe
+        if self.n_enhance > self.n_levels:
+            raise ValueError(f"n_enhance must be in 0..{self.n_levels} (the detector's levels), got {self.n_enhance}")
+
+        self.action_space = self._make_action_space()
+        w_low, w_high = self._weight_bounds()
+        n = self.n_levels
+        low = np.concatenate([np.zeros(4 * n), [0.0], np.full(n, w_low)]).astype(np.float32)
+        # unbounded features use float32's max, as CartPole does: finite bounds keep env checkers quiet
+        high = np.concatenate([np.full(4 * n, _F32_MAX), [1.0], np.full(n, w_high)]).astype(np.float32)
+        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
+        assert self.observation_space.shape == (observation_size(n),)
+
+        self.log_dir = log_dir
+        self._writer: Any = None
+        self._global_iteration = 0
+        self._episode = -1
+        self.trainer: Trainer | None = None
+        self._done = True
+        self._losses = np.zeros((self.alpha, n), dtype=np.float64)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        model_seed, train_seed = (int(s) for s in self.np_random.integers(0, _SEED_HIGH, size=2))
+        if self.trainer is not None:
+            self.trainer.close()
+        with torch.random.fork_rng(devices=[]):  # the caller's global torch RNG is left alone
+            torch.manual_seed(model_seed)
+            model = self._build_model()
+        self.trainer = Trainer(model, self.train_set, self.val_set, self.train_config.replace(seed=train_seed))
+        self._episode += 1
+        self._t = 0
+        self._steps = 0
+        self._last_map = 0.0
+        self._done = False
+
+        weights = np.ones(self.n_levels, dtype=np.float64)
+        # A diverging first interval cannot be reported through reset(); NonFiniteLossError propagates.
+        losses = self._train_interval(weights)
+        sums, var = interval_stats(losses)
+        self._t = 1
+        self._sums_prev, self._var_prev = sums.copy(), np.ones(self.n_levels)  # L_{i,0} := L_{i,1}, Var_{i,0} = 1
+        self._sums, self._var = sums, var
+        self._rates = decrease_rate(self._var_prev, self._var)
+        self._weights = weights
+        self._obs = self._observation()
+        info = self._info(losses, None, 0.0)
+        self._log(info, reward=None)
+        return self._obs.copy(), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.trainer is None or self._done:
+            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
+        weights = self._action_to_weights(action)
+        try:
+            losses = self._train_interval(weights)
+        except NonFiniteLossError as err:
+            return self._diverged(action, weights, err)
+
+        sums, var = interval_stats(losses)
+        self._sums_prev, self._var_prev = self._sums, self._var
+        self._sums, self._var = sums, var
+        self._rates = decrease_rate(self._var_prev, self._var)
+        self._weights = weights
+        self._t += 1
+        self._steps += 1
+        truncated = self._t >= self.n_intervals
+        loss_reward = interval_reward(self._sums_prev, self._sums)
+
+        final_metrics = None
+        if truncated:
+            final_metrics = {k: float(v) for k, v in self.trainer.evaluate().items()}
+        reward = loss_reward
+        current_map = None
+        if self.reward_mode == "map":
+            reward = 0.0
+            if truncated or self._steps % self.map_every == 0:
+                stats = final_metrics if final_metrics is not None else self.trainer.evaluate()
+                current_map = float(stats[self.map_metric])
+                reward = current_map - self._last_map
+                self._last_map = current_map
+
+        self._obs = self._observation()
+        info = self._info(losses, self._action_info(action, weights), loss_reward)
+        if current_map is not None:
+            info["map"] = current_map
+        if truncated:
+            info["final_metrics"] = final_metrics
+            self._done = True
+        self._log(info, reward=reward)
+        return self._obs.copy(), float(reward), False, bool(truncated), info
+
+    def render(self) -> str | None:
+        """``render_mode="ansi"``: one line with the interval, the weights and the per-level interval losses."""
+        if self.render_mode != "ansi" or self.trainer is None:
+            return None
+        w = " ".join(f"{name}={x:.2f}" for name, x in zip(self.level_names, self._weights))
+        loss = " ".join(f"{x:.3f}" for x in self._sums)
+        return f"t={self._t}/{self.n_intervals} it={self.trainer.iteration} w[{w}] L[{loss}]"
+
+    def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        super().close()
+
+    # ------------------------------------------------------------------ actions
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.Discrete(N_ACTIONS)
+
+    def _weight_bounds(self) -> tuple[float, float]:
+        top = max(self.lambdas[: self.n_enhance]) if self.n_enhance > 0 else 0.0
+        return 1.0, 1.0 + top
+
+    def _action_to_weights(self, action: Any) -> np.ndarray:
+        # scheme_weights validates the action and names the accepted values
+        return scheme_weights(action, self._sums, self._rates, self.n_enhance, self.lambdas)
+
+    def _action_info(self, action: Any, weights: np.ndarray) -> Any:
+        return int(np.asarray(action).reshape(()))
+
+    # ---------------------------------------------------------------- internals
+    def _train_interval(self, weights: np.ndarray) -> np.ndarray:
+        w = weights.astype(np.float32)
+        losses = np.empty((self.alpha, self.n_levels), dtype=np.float64)
+        step = self.trainer.step
+        for m in range(self.alpha):
+            losses[m] = step(w).level_losses
+        self._global_iteration += self.alpha
+        return losses
+
+    def _observation(self) -> np.ndarray:
+        # float rounding can put a loss a hair below 0 (e.g. 1 - GIoU of a perfect box); the space starts at 0
+        progress = self._t / self.n_intervals
+        obs = build_observation(
+            np.maximum(self._sums, 0.0), np.maximum(self._sums_prev, 0.0), self._var, self._var_prev, progress,
+            self._weights,
+        )
+        return np.minimum(obs, self.observation_space.high)  # a finite loss can still overflow float32
+
+    def _info(self, losses: np.ndarray, action: Any, loss_reward: float) -> dict[str, Any]:
+        return {
+            "interval_losses": self._sums.copy(),
+            "iteration_losses": losses,
+            "variances": self._var.copy(),
+            "rates": self._rates.copy(),
+            "weights": self._weights.copy(),
+            "action": action,
+            "iteration": int(self.trainer.iteration),
+            "interval": int(self._t),
+            "lr": float(self.trainer.optimizer.param_groups[0]["lr"]),
+            "reward_loss": float(loss_reward),
+            "level_names": self.level_names,
+        }
+
+    def _diverged(self, action: Any, weights: np.ndarray, err: NonFiniteLossError) -> tuple:
+        steps_left = self.n_intervals - self._t
+        if self.nan_penalty is not None:
+            penalty = self.nan_penalty
+        else:
+            penalty = -float(steps_left) if self.reward_mode == "loss" else -1.0
+        self._done = True
+        info = {
+            "diverged": True,
+            "error": str(err),
+            "weights": np.asarray(weights, dtype=np.float64).copy(),
+            "action": self._action_info(action, weights),
+            "iteration": int(err.iteration),
+            "interval": int(self._t + 1),
+            "level_names": self.level_names,
+            "final_metrics": {k: 0.0 for k in COCO_STATS},
+        }
+        if self._writer is not None:
+            self._writer.add_scalar("loss_weight/diverged", 1.0, self._global_iteration)
+        return self._obs.copy(), float(penalty), True, False, info
+
+    def _build_model(self) -> torch.nn.Module:
+        return self.recipe.build_model(self.num_classes, **dict(self.config.model_overrides))
+
+    def _log(self, info: dict[str, Any], reward: float | None) -> None:
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+        w, step = self._writer, self._global_iteration
+        for i, name in enumerate(self.level_names):
+            w.add_scalar(f"loss_weight/weight/{name}", info["weights"][i], step)
+            w.add_scalar(f"loss_weight/interval_loss/{name}", info["interval_losses"][i], step)
+            w.add_scalar(f"loss_weight/variance/{name}", info["variances"][i], step)
+        if info["action"] is not None and np.ndim(info["action"]) == 0:
+            w.add_scalar("loss_weight/action", info["action"], step)
+        if reward is not None:
+            w.add_scalar("loss_weight/reward", reward, step)
+        w.add_scalar("loss_weight/episode", self._episode, step)
+        if "map" in info:
+            w.add_scalar(f"loss_weight/val_{self.map_metric}", info["map"], step)
+        for k, v in (info.get("final_metrics") or {}).items():
+            w.add_scalar(f"loss_weight/final/{k}", v, step)
+
+    @staticmethod
+    def _validate(cfg: LossWeightPreset, nan_penalty: float | None, render_mode: str | None) -> None:
+        def positive_int(name: str, v: Any) -> None:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+        if cfg.reward not in REWARDS:
+            raise ValueError(f"reward={cfg.reward!r} is not supported; accepted: {', '.join(REWARDS)}")
+        if cfg.map_metric not in COCO_STATS:
+            raise ValueError(f"map_metric={cfg.map_metric!r} is not a COCO stat; accepted: {', '.join(COCO_STATS)}")
+        positive_int("alpha", cfg.alpha)
+        positive_int("map_every", cfg.map_every)
+        if cfg.iterations is not None:
+            positive_int("iterations", cfg.iterations)
+        for name in ("train_size", "val_size", "image_size"):
+            if getattr(cfg, name) is not None:
+                positive_int(name, getattr(cfg, name))
+        n = cfg.n_enhance
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n_enhance must be an integer >= 0 (paper: 2), got {n!r}")
+        # eq. 5 on dummy numbers validates lambdas; n_enhance <= n_levels is checked once the detector is known
+        scheme_weights(0, np.ones(max(int(n), 1)), np.zeros(max(int(n), 1)), int(n), cfg.lambdas)
+        if nan_penalty is not None and not math.isfinite(float(nan_penalty)):
+            raise ValueError(f"nan_penalty must be a finite number, got {nan_penalty!r}")
+        if render_mode not in (None, "ansi"):
+            raise ValueError(f"render_mode={render_mode!r} is not supported; accepted: None, 'ansi'")
+
+    def _load_data(self, cfg: LossWeightPreset, train_set: Any, val_set: Any) -> tuple[Any, Any]:
+        if train_set is None or val_set is None:
+            loaded_train, loaded_val = _load_splits(cfg, self.recipe.image_size)
+            train_set = train_set if train_set is not None else loaded_train
+            val_set = val_set if val_set is not None else loaded_val
+        if cfg.train_size is not None and cfg.train_size < len(train_set):
+            train_set = train_set.subset(range(cfg.train_size))
+        if cfg.val_size is not None and cfg.val_size < len(val_set):
+            val_set = val_set.subset(range(cfg.val_size))
+        if len(train_set) == 0:
+            raise ValueError("the train split is empty; check dataset / dataset_kwargs / train_size")
+        if len(val_set) == 0:
+            raise ValueError("the val split is empty; check dataset / dataset_kwargs / val_size")
+        return train_set, val_set
+
+
+class DetLossWeightContinuousEnv(DetLossWeightEnv):
+    """DetLossWeightContinuous-v0: as :class:`DetLossWeightEnv`, but the action is the weight vector itself.
+
+    ## Action Space
+
+    ``Box(weight_low, weight_high, (n_levels,), float32)`` (default bounds ``(0, 3)``; the discrete schemes use
+    weights in ``[1, 2.5]``): ``w_i`` for the next interval. An action of the wrong shape, with NaN / inf, or
+    outside the bounds raises ValueError. SB3 prefers a ``[-1, 1]`` box: wrap with
+    ``gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)`` (what :mod:`agents.sb3` does).
+
+    The observation's weight entries are bounded by ``weight_bounds``; ``info["action"]`` is the weight vector.
+    Every other part of the spec (observation, rewards, episode) is that of ``DetLossWeight-v0``;
+    ``n_enhance`` and ``lambdas`` are unused.
+
+    Args:
+        weight_bounds: ``(low, high)`` with ``0 <= low < high``.
+        **kwargs: as :class:`DetLossWeightEnv`.
+    """
+
+    def __init__(self, preset: str = "default", *, weight_bounds: tuple[float, float] = (0.0, 3.0),
+                 **kwargs: Any) -> None:
+        try:
+            low, high = (float(x) for x in weight_bounds)
+        except (TypeError, ValueError):
+            raise ValueError(f"weight_bounds must be a pair (low, high), got {weight_bounds!r}") from None
+        if not (math.isfinite(low) and math.isfinite(high) and 0.0 <= low < high):
+            raise ValueError(f"weight_bounds must be finite with 0 <= low < high, got {weight_bounds!r}")
+        self.weight_bounds = (low, high)
+        super().__init__(preset, **kwargs)
+
+    def _make_action_space(self) -> spaces.Space:
+        low, high = self.weight_bounds
+        return spaces.Box(low=low, high=high, shape=(self.n_levels,), dtype=np.float32)
+
+    def _weight_bounds(self) -> tuple[float, float]:
+        return self.weight_bounds
+
+    def _action_to_weights(self, action: Any) -> np.ndarray:
+        try:
+            w = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"action must be {self.n_levels} level weights (shape ({self.n_levels},)), got {action!r}"
+            ) from None
+        if w.shape != (self.n_levels,):
+            raise ValueError(
+                f"action must be {self.n_levels} level weights {self.level_names}, shape ({self.n_levels},); "
+                f"got shape {w.shape}"
+            )
+        if not np.all(np.isfinite(w)):
+            raise ValueError(f"action (level weights) must be finite, got {w.tolist()}")
+        low, high = self.weight_bounds
+        tol = 1e-6 * max(1.0, high)
+        if np.any(w < low - tol) or np.any(w > high + tol):
+            raise ValueError(f"action (level weights) must lie in [{low}, {high}] (weight_bounds), got {w.tolist()}")
+        return np.clip(w, low, high)
+
+    def _action_info(self, action: Any, weights: np.ndarray) -> Any:
+        return weights.copy()
+
+
+# ------------------------------------------------------------------------------------------------- data
+def _load_splits(cfg: LossWeightPreset, image_size: int | None) -> tuple[Any, Any]:
+    """Train and val splits of the preset's dataset (the digits set is generated once and cached)."""
+    kwargs = dict(cfg.dataset_kwargs)
+    if cfg.dataset == "digits":
+        from detgym.data import DigitsConfig, digits_dataset
+
+        seed = kwargs.pop("seed", 0)
+        cache_dir = kwargs.pop("cache_dir", None)
+        if image_size is not None:
+            kwargs.setdefault("image_size", int(image_size))
+        if "image_size" in kwargs and "max_digit_height" not in kwargs:
+            # the default height range (8-100 px) assumes 128 px images; keep it inside smaller ones
+            kwargs["max_digit_height"] = float(min(DigitsConfig.max_digit_height, kwargs["image_size"] - 4))
+            kwargs.setdefault("min_digit_height", min(DigitsConfig.min_digit_height, kwargs["max_digit_height"]))
+        config = DigitsConfig.from_dict(kwargs)
+        train = digits_dataset("train", seed=seed, cache_dir=cache_dir, config=config)
+        val = digits_dataset("val", seed=seed, cache_dir=cache_dir, config=config)
+        return train, val
+    from detgym.data import load_dataset
+
+    return load_dataset(cfg.dataset, "train", **kwargs), load_dataset(cfg.dataset, "val", **kwargs)

@@ -1,0 +1,101 @@
+"""DetLossWeight-v0 with Stable-Baselines3: env checkers for both variants and PPO / A2C / DQN smoke learning."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import detgym  # noqa: F401
+from agents.sb3 import make_env, make_sb3, make_vec
+from detgym.envs.loss_weight import DetLossWeightContinuousEnv, DetLossWeightEnv
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # tiny 32 px models gain nothing from a second thread, and on a shared 2-core machine it costs up to 5x
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def data_kw(tmp_path_factory):
+    return {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("lw-sb3-cache"))}}
+
+
+@pytest.mark.parametrize("cls", [DetLossWeightEnv, DetLossWeightContinuousEnv])
+def test_gymnasium_check_env(cls, data_kw):
+    from gymnasium.utils.env_checker import check_env
+
+    env = cls("test", **data_kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env, skip_render_check=True)
+    # the continuous action is the weights themselves, in [0, 3]: gymnasium's only advice is to normalise it
+    # (agents.sb3.make_env does, with RescaleAction); the discrete env gets no warning at all
+    allowed = ("symmetric and normalized space",) if cls is DetLossWeightContinuousEnv else ()
+    for w in caught:
+        assert any(s in str(w.message) for s in allowed), str(w.message)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["DetLossWeight-Test-v0", "DetLossWeightContinuous-Test-v0"])
+def test_sb3_check_env(env_id, data_kw):
+    from stable_baselines3.common.env_checker import check_env
+
+    raw = gym.make(env_id, **data_kw).unwrapped
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(raw, warn=True)
+    # the only advice SB3 gives on the raw env is about scaling, which make_env's wrappers provide
+    for w in caught:
+        assert any(s in str(w.message) for s in ("symmetric and normalized Box",)), str(w.message)
+    wrapped = make_env(env_id, **data_kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(wrapped, warn=True)
+    wrapped.close()
+    raw.close()
+
+
+# longer episodes (31 steps) spend less of the budget in resets and final evaluations
+LONG = {"iterations": 64}
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn"])
+def test_sb3_learns_a_few_hundred_steps(algo, data_kw):
+    venv = make_vec("DetLossWeight-Test-v0", n_envs=1, seed=0, **data_kw, **LONG)
+    # PPO rollouts of 50 steps: 200 steps are exactly 4 rollouts (64 would round the run up to 256)
+    model = make_sb3(algo, venv, seed=0, **({"n_steps": 50, "batch_size": 25} if algo == "ppo" else {}))
+    model.learn(total_timesteps=200)
+    assert model.num_timesteps >= 200
+    obs = venv.reset()
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (1,) and 0 <= int(action[0]) < 4
+    venv.close()
+
+
+def test_sb3_continuous_smoke(data_kw):
+    venv = make_vec("DetLossWeightContinuous-Test-v0", n_envs=1, seed=0, **data_kw, **LONG)
+    assert venv.action_space == gym.spaces.Box(-1.0, 1.0, venv.action_space.shape, np.float32)
+    model = make_sb3("ppo", venv, seed=0, n_steps=16, batch_size=16)
+    model.learn(total_timesteps=32)
+    assert model.num_timesteps >= 32
+    venv.close()
+
+
+def test_vec_normalize_option_and_dqn_guard(data_kw):
+    venv = make_vec("DetLossWeightContinuous-Test-v0", n_envs=1, seed=0, vec_normalize=True, **data_kw)
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    assert isinstance(venv, VecNormalize)
+    with pytest.raises(ValueError, match="needs a Discrete action space"):
+        make_sb3("dqn", venv)
+    with pytest.raises(ValueError, match="accepted: ppo, a2c, dqn"):
+        make_sb3("sac", venv)
+    venv.close()
