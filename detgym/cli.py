@@ -9,6 +9,16 @@ Implemented here:
 
 ``detgym data digits --out DIR [--seed S] [--train N] [--val N] [--test N] [--image-size PX]``
     write the synthetic digits set as COCO JSON + PNG (train/ valid/ test/ + *.json) to DIR.
+
+The digit pipeline of paper 004 (:mod:`detgym.pipeline`):
+
+``detgym train --out RUN_DIR [--data PATH_OR_PRESET --family F --backbone B --res-fpn --epochs N ...]``
+    train a detector (epochs, warmup + cosine, backbone at 0.5x lr, augmentation off for the last epochs,
+    val mAP every epoch, best / last checkpoints); Ctrl-C saves a resumable state (``--resume``).
+``detgym find-threshold --run RUN_DIR [--from 0.45 --to 0.9 --step 0.01]``
+    sweep the confidence threshold on the val split (mAP and sequence accuracy), store the best.
+``detgym predict --run RUN_DIR --images DIR --out DIR [--ann JSON]``
+    write pred.json (COCO results) and pred.csv (digit strings at the stored threshold).
 """
 
 from __future__ import annotations
@@ -82,8 +92,177 @@ def add_data_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     dg.set_defaults(func=_cmd_data_digits)
 
 
+# ------------------------------------------------------------------ digit pipeline (paper 004)
+def _pos_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} is not positive; accepted: an integer >= 1")
+    return v
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def _nonneg_float(text: str) -> float:
+    v = _finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{v:g} is negative; accepted: a number >= 0")
+    return v
+
+
+def _pos_float(text: str) -> float:
+    v = _finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{v:g} is not positive; accepted: a number > 0")
+    return v
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _add_common(p: argparse.ArgumentParser, *, batch_help: str | None = None) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default auto: CUDA if available)")
+    p.add_argument("--threads", type=_pos_int, default=None, help="CPU threads for torch (default: torch's choice)")
+    if batch_help:
+        p.add_argument("--batch-size", type=_pos_int, default=None, help=batch_help)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from detgym.pipeline import TrainOptions, train_run
+
+    _set_threads(args)
+    opts = TrainOptions(
+        out=args.out, data=args.data, family=args.family, backbone=args.backbone, res_fpn=args.res_fpn,
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        warmup_epochs=args.warmup_epochs, no_aug_epochs=args.no_aug_epochs, weight_decay=args.weight_decay,
+        augment=args.augment, flip=args.flip, pretrained=args.pretrained, finetune=args.finetune, seed=args.seed,
+        resume=args.resume, device=args.device, eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
+    )
+    outcome = train_run(opts)
+    if outcome.interrupted:
+        print(f"detgym: {outcome.message}", file=sys.stderr)
+        return 130
+    print(outcome.message)
+    return 0
+
+
+def add_train_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``detgym train`` (paper 004's training: model.py)."""
+    from detgym.models import BACKBONES, FAMILIES
+
+    p = subparsers.add_parser(
+        "train", help="train a detector into a run directory (paper 004 pipeline)",
+        description="Train a detector on a COCO-layout dataset (train/ valid/ + train.json valid.json) or the "
+        "embedded digits set, as paper 004: warmup + cosine to --min-lr, backbone at 0.5x lr, augmentation "
+        "(ColorJitter, SVHN colour policy, affine) off for the last --no-aug-epochs, val mAP every epoch, best.pt "
+        "and last.pt, TensorBoard logs and PNG plots in --out. Unset options come from the detector's recipe. "
+        "Ctrl-C saves last.pt; continue with --resume.",
+    )
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new or empty; with --resume: an existing run)")
+    p.add_argument("--data", default=None, metavar="PATH_OR_PRESET",
+                   help="'digits' (default: the embedded synthetic set) or a COCO-layout / VOC directory")
+    p.add_argument("--family", choices=FAMILIES, default=None, help="detector family (default fasterrcnn, as paper 004)")
+    p.add_argument("--backbone", choices=BACKBONES, default=None, help="backbone (default tiny: CPU-trainable)")
+    p.add_argument("--res-fpn", action="store_true", default=None, help="residual block after every FPN output (paper 004)")
+    p.add_argument("--pretrained", choices=("coco", "imagenet"), default=None,
+                   help="start from torchvision's COCO detector or ImageNet backbone weights (downloads; not for tiny)")
+    p.add_argument("--finetune", default=None, metavar="CKPT", help="start from the weights of this checkpoint (e.g. RUN/best.pt)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last.pt")
+    p.add_argument("--epochs", type=_pos_int, default=None, help="epochs (default: the recipe's iterations in epochs)")
+    p.add_argument("--batch-size", type=_pos_int, default=None, help="training batch size (default: the recipe's)")
+    p.add_argument("--lr", type=_pos_float, default=None, help="initial (head) learning rate (default: the recipe's)")
+    p.add_argument("--min-lr", type=_nonneg_float, default=None, help="learning rate at the end of the cosine (default: recipe)")
+    p.add_argument("--warmup-epochs", type=_nonneg_float, default=None, help="linear warmup length in epochs (fractions allowed)")
+    p.add_argument("--no-aug-epochs", type=_nonneg_int, default=None, help="last epochs trained without augmentation (default: 30%%)")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no augmentation at all")
+    p.add_argument("--flip", action="store_true", default=None, help="also flip horizontally (off for digits by default)")
+    p.add_argument("--weight-decay", type=_nonneg_float, default=None, help="weight decay (default: the recipe's)")
+    p.add_argument("--image-size", type=_pos_int, default=None, help="detector input size in px (default: recipe, 128 for tiny)")
+    p.add_argument("--seed", type=_nonneg_int, default=None, help="seed of initialisation, batch order, augmentation (default 0)")
+    p.add_argument("--eval-batch-size", type=_pos_int, default=None, help="batch size of validation")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_find_threshold(args: argparse.Namespace) -> int:
+    from detgym.pipeline import find_threshold
+
+    _set_threads(args)
+    find_threshold(args.run, args.start, args.stop, args.step, checkpoint=args.checkpoint, device=args.device,
+                   batch_size=args.batch_size)
+    return 0
+
+
+def add_find_threshold_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``detgym find-threshold`` (paper 004's Find_threshold.py)."""
+    p = subparsers.add_parser(
+        "find-threshold", help="sweep the confidence threshold on the val split, store the best in the run",
+        description="Run the trained detector over the run's val split once, then for every threshold from --from "
+        "to --to (inclusive) by --step print the COCO mAP of the detections scoring >= it and the sequence accuracy "
+        "of their left-to-right digit strings; store the most accurate threshold (ties: higher mAP) in "
+        "RUN_DIR/threshold.json.",
+    )
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory written by `detgym train`")
+    p.add_argument("--from", dest="start", type=_finite_float, default=0.45, help="first threshold (default 0.45)")
+    p.add_argument("--to", dest="stop", type=_finite_float, default=0.9, help="last threshold, inclusive (default 0.9)")
+    p.add_argument("--step", type=_finite_float, default=0.01, help="threshold step (default 0.01)")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
+    _add_common(p, batch_help="inference batch size (default: the run's eval batch size)")
+    p.set_defaults(func=_cmd_find_threshold)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from detgym.pipeline import predict_directory
+
+    _set_threads(args)
+    predict_directory(args.run, args.images, args.out, ann=args.ann, checkpoint=args.checkpoint,
+                      threshold=args.threshold, device=args.device, batch_size=args.batch_size or 8,
+                      num_workers=args.num_workers, progress=not args.no_progress)
+    return 0
+
+
+def add_predict_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``detgym predict`` (paper 004's inference.py)."""
+    p = subparsers.add_parser(
+        "predict", help="write pred.json and pred.csv for an image directory",
+        description="Detect digits in every PNG / JPG of --images with the run's best checkpoint and write "
+        "--out/pred.json (COCO results: image_id, bbox [x, y, w, h], score, category_id) and --out/pred.csv "
+        "(image_id,pred_label: the digits read left to right at the run's stored threshold, -1 when none). "
+        "Image ids come from --ann (a COCO JSON listing the images), else from integer file names (1.png -> 1), "
+        "else 1..N in file-name order.",
+    )
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory written by `detgym train`")
+    p.add_argument("--images", required=True, metavar="DIR", help="directory of PNG / JPG images")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory for pred.json and pred.csv")
+    p.add_argument("--ann", default=None, metavar="JSON", help="COCO JSON whose 'images' give the image ids")
+    p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
+    p.add_argument("--threshold", type=_finite_float, default=None,
+                   help="score threshold for pred.csv (default: the one find-threshold stored, else 0.5)")
+    p.add_argument("--num-workers", type=_nonneg_int, default=0, help="threads decoding images ahead (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(p, batch_help="inference batch size (default 8)")
+    p.set_defaults(func=_cmd_predict)
+
+
 #: Registration functions of the top-level verbs, in help order.
-COMMANDS: list[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [add_data_command]
+COMMANDS: list[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
+    add_data_command,
+    add_train_command,
+    add_find_threshold_command,
+    add_predict_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

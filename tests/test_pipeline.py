@@ -1,0 +1,246 @@
+"""End-to-end tests of paper 004's pipeline: `detgym train`, `detgym find-threshold`, `detgym predict`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+
+from detgym.cli import main
+from detgym.data import DigitsConfig, write_digits
+from detgym.pipeline import RunDir, pick_best, threshold_grid
+from detgym.pipeline.strings import DetectionTable
+
+TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--image-size", "96", "--no-progress", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory):
+    """A paper-004 layout (train/ valid/ test/ + train.json valid.json test.json): 32 / 8 / 8 images at 96 px."""
+    cfg = DigitsConfig(image_size=96, max_digit_height=80.0, train_size=32, val_size=8, test_size=8)
+    return write_digits(tmp_path_factory.mktemp("pipe") / "digits", seed=0, config=cfg)
+
+
+@pytest.fixture(scope="module")
+def trained_run(digits_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "run"
+    assert main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS]) == 0
+    return run
+
+
+def test_train_writes_a_complete_run(trained_run, digits_dir):
+    run = RunDir(trained_run)
+    cfg = run.read_config()
+    assert (cfg.family, cfg.backbone, cfg.epochs, cfg.iters_per_epoch, cfg.image_size) == ("fasterrcnn", "tiny", 2, 4, 96)
+    assert cfg.train["backbone_lr_mult"] == 0.5 and cfg.train["schedule"] == "cosine"
+    assert cfg.train["iterations"] == 8 and cfg.no_aug_epochs == 1 and cfg.data == str(digits_dir.resolve())
+    history = json.loads(run.history_file.read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert [h["augment"] for h in history] == [True, False]  # augmentation off for the last epoch
+    for h in history:
+        assert set(h["train_loss"]) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "total"}
+        assert set(h["val_loss"]) == set(h["train_loss"])
+        assert {"AP", "AP50", "AP75"} <= set(h["val"]) and 0 <= h["val_accuracy"] <= 1
+    # learning rate ends at the cosine's minimum
+    assert history[-1]["lr"] == pytest.approx(cfg.min_lr, rel=1e-6)
+    last = torch.load(run.last, weights_only=False)
+    assert last["iteration"] == 8 and last["pipeline"]["epochs_done"] == 2
+    best = torch.load(run.best, weights_only=False)
+    assert set(best) == {"model", "pipeline"} and best["pipeline"]["epoch"] in (1, 2)
+    for png in ("loss.png", "map.png"):
+        assert (run.plots / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in run.tensorboard.iterdir())
+
+
+def test_find_threshold_prints_the_table_and_stores_the_best(trained_run, capsys):
+    rc = main(["find-threshold", "--run", str(trained_run), "--from", "0.05", "--to", "0.5", "--step", "0.05"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "threshold" in out and "accuracy" in out and "<- best" in out
+    rec = json.loads(RunDir(trained_run).threshold_file.read_text())
+    assert [r["threshold"] for r in rec["table"]] == pytest.approx([0.05 * k for k in range(1, 11)])
+    best = pick_best(rec["table"])
+    assert rec["threshold"] == best["threshold"] and rec["accuracy"] == best["accuracy"]
+    assert rec["checkpoint"] == "best.pt" and rec["split"] == "val"
+
+
+def test_threshold_grid_and_best_rule():
+    assert len(threshold_grid(0.45, 0.9, 0.01)) == 46
+    assert threshold_grid(0.5, 0.5, 0.1).tolist() == [0.5]
+    rows = [{"threshold": 0.5, "accuracy": 0.8, "AP": 0.3}, {"threshold": 0.6, "accuracy": 0.8, "AP": 0.4},
+            {"threshold": 0.7, "accuracy": 0.8, "AP": 0.4}, {"threshold": 0.8, "accuracy": 0.7, "AP": 0.9}]
+    assert pick_best(rows)["threshold"] == 0.6  # accuracy first, then mAP, then the lower threshold
+
+
+def test_predict_writes_pred_json_and_csv(trained_run, digits_dir, tmp_path, capsys):
+    out = tmp_path / "pred"
+    rc = main(["predict", "--run", str(trained_run), "--images", str(digits_dir / "test"), "--out", str(out),
+               "--threshold", "0.1", "--num-workers", "2"])
+    assert rc == 0
+    log = capsys.readouterr().out
+    assert "images/s" in log and "test.json" in log  # ids from test.json beside test/
+    gt = json.loads((digits_dir / "test.json").read_text())
+    ids = sorted(im["id"] for im in gt["images"])
+    preds = json.loads((out / "pred.json").read_text())
+    assert isinstance(preds, list) and preds
+    for p in preds:
+        assert set(p) == {"image_id", "bbox", "score", "category_id"}
+        assert p["image_id"] in ids and 1 <= p["category_id"] <= 10 and len(p["bbox"]) == 4
+        assert p["bbox"][2] >= 0 and p["bbox"][3] >= 0 and 0 <= p["score"] <= 1
+    from detgym.metrics import coco_evaluate
+
+    assert 0 <= coco_evaluate(gt, preds)["AP"] <= 1  # a valid COCO results file for the test split
+    with open(out / "pred.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["image_id", "pred_label"]
+    assert [int(r[0]) for r in rows[1:]] == ids
+    names = {k: str(k - 1) for k in range(1, 11)}
+    expected = DetectionTable(preds, ids).strings(0.1, names)
+    for iid, label in rows[1:]:
+        assert label == expected[int(iid)]
+        assert label == "-1" or label.isdigit()
+    # The stored threshold is the default for the csv.
+    rc = main(["predict", "--run", str(trained_run), "--images", str(digits_dir / "test"), "--out", str(out)])
+    assert rc == 0
+    assert "stored in threshold.json" in capsys.readouterr().out or not RunDir(trained_run).threshold_file.exists()
+
+
+def test_predict_image_ids(trained_run, digits_dir, tmp_path):
+    src = sorted((digits_dir / "test").glob("*.png"))
+    numbered = tmp_path / "numbered"
+    numbered.mkdir()
+    for name, f in zip(["12.png", "3.png", "7.jpg"], src):
+        if name.endswith(".jpg"):
+            from PIL import Image
+
+            Image.open(f).convert("RGB").save(numbered / name)
+        else:
+            shutil.copy(f, numbered / name)
+    out = tmp_path / "o1"
+    assert main(["predict", "--run", str(trained_run), "--images", str(numbered), "--out", str(out), "--no-progress"]) == 0
+    assert [r.split(",")[0] for r in (out / "pred.csv").read_text().splitlines()[1:]] == ["3", "7", "12"]
+    named = tmp_path / "named"
+    named.mkdir()
+    for name, f in zip(["b.png", "a.png"], src):
+        shutil.copy(f, named / name)
+    out = tmp_path / "o2"
+    assert main(["predict", "--run", str(trained_run), "--images", str(named), "--out", str(out), "--no-progress"]) == 0
+    assert [r.split(",")[0] for r in (out / "pred.csv").read_text().splitlines()[1:]] == ["1", "2"]
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({"images": [{"id": 41, "file_name": "a.png"}, {"id": 40, "file_name": "sub/b.png"}]}))
+    out = tmp_path / "o3"
+    assert main(["predict", "--run", str(trained_run), "--images", str(named), "--out", str(out), "--ann", str(ann),
+                 "--no-progress"]) == 0
+    assert [r.split(",")[0] for r in (out / "pred.csv").read_text().splitlines()[1:]] == ["40", "41"]
+
+
+def test_interrupt_then_resume_matches_an_uninterrupted_run(trained_run, digits_dir, tmp_path, monkeypatch, capsys):
+    from detgym.train import Trainer
+
+    run = tmp_path / "run"
+    real_step = Trainer.step
+    calls = {"n": 0}
+
+    def flaky_step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:  # epoch 2, iteration 2 of 4
+            raise KeyboardInterrupt
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "step", flaky_step)
+    rc = main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS])
+    assert rc == 130
+    err = capsys.readouterr().err
+    assert f"detgym train --out {run} --resume" in err and "epoch 2/2" in err
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["iteration"] == 5 and state["pipeline"]["epochs_done"] == 1
+    assert state["pipeline"]["interrupted"] and state["pipeline"]["partial"]["count"] == 1
+    monkeypatch.setattr(Trainer, "step", real_step)
+    # Options that would change the run are refused on resume.
+    assert main(["train", "--out", str(run), "--resume", "--lr", "0.1"]) == 2
+    assert "--lr cannot be changed" in capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    resumed = json.loads((run / "history.json").read_text())
+    reference = json.loads((trained_run / "history.json").read_text())
+    assert [h["epoch"] for h in resumed] == [1, 2]
+    for a, b in zip(resumed, reference):
+        assert a["val"] == pytest.approx(b["val"]) and a["val_loss"] == pytest.approx(b["val_loss"])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    ma = torch.load(run / "last.pt", weights_only=False)["model"]
+    mb = torch.load(trained_run / "last.pt", weights_only=False)["model"]
+    assert all(torch.allclose(ma[k].float(), mb[k].float(), atol=1e-6) for k in mb)
+    # A finished run refuses a new train into the same directory.
+    assert main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_finetune_starts_from_the_checkpoint(trained_run, digits_dir, tmp_path, capsys):
+    run = tmp_path / "ft"
+    rc = main(["train", "--data", str(digits_dir), "--out", str(run), "--finetune", str(trained_run / "best.pt"),
+               "--epochs", "1", "--lr", "1e-5", "--warmup-epochs", "0", "--no-augment", "--no-progress",
+               "--batch-size", "8"])
+    assert rc == 0
+    cfg = RunDir(run).read_config()
+    # architecture taken from the checkpoint's run (image size 96) when not given
+    assert cfg.image_size == 96 and cfg.finetune.endswith("best.pt") and cfg.augment is None
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"nope": torch.zeros(1)}}, bad)
+    assert main(["train", "--data", str(digits_dir), "--out", str(tmp_path / "ft2"), "--finetune", str(bad),
+                 "--epochs", "1", "--no-progress"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+
+
+def _expect_error(argv, capsys, *fragments):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detgym: error:") or "error:" in err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in err, (f, err)
+
+
+def test_bad_inputs(trained_run, digits_dir, tmp_path, capsys):
+    # data: missing path, malformed / missing annotation file
+    _expect_error(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r0")], capsys, "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(digits_dir, broken)
+    (broken / "train.json").write_text("{not json")
+    _expect_error(["train", "--data", str(broken), "--out", str(tmp_path / "r1")], capsys, "train.json", "malformed")
+    (broken / "train.json").unlink()
+    _expect_error(["train", "--data", str(broken), "--out", str(tmp_path / "r2")], capsys, "train")
+    # options
+    _expect_error(["train", "--data", str(digits_dir), "--out", str(tmp_path / "r3"), "--lr", "0.001", "--min-lr",
+                   "0.01"], capsys, "--min-lr")
+    _expect_error(["train", "--data", str(digits_dir), "--out", str(tmp_path / "r4"), "--epochs", "2",
+                   "--no-aug-epochs", "3"], capsys, "--no-aug-epochs")
+    _expect_error(["train", "--out", str(tmp_path / "r5"), "--resume"], capsys, "r5")
+    # run directories without a checkpoint
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _expect_error(["find-threshold", "--run", str(empty)], capsys, "config.json", str(empty))
+    no_ckpt = tmp_path / "no_ckpt"
+    no_ckpt.mkdir()
+    shutil.copy(trained_run / "config.json", no_ckpt / "config.json")
+    _expect_error(["find-threshold", "--run", str(no_ckpt)], capsys, "holds no checkpoint", str(no_ckpt))
+    _expect_error(["predict", "--run", str(no_ckpt), "--images", str(digits_dir / "test"), "--out", str(tmp_path)],
+                  capsys, "holds no checkpoint")
+    # empty threshold ranges
+    _expect_error(["find-threshold", "--run", str(trained_run), "--from", "0.9", "--to", "0.5"], capsys, "--from", "--to")
+    _expect_error(["find-threshold", "--run", str(trained_run), "--step", "0"], capsys, "--step")
+    # unreadable image: a clear error naming it, and no half-written (or any) pred files
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    shutil.copy(sorted((digits_dir / "test").glob("*.png"))[0], imgs / "1.png")
+    (imgs / "2.png").write_bytes(b"this is not a png")
+    out = tmp_path / "pred_out"
+    _expect_error(["predict", "--run", str(trained_run), "--images", str(imgs), "--out", str(out)], capsys, "2.png")
+    assert not (out / "pred.json").exists() and not (out / "pred.csv").exists()
+    no_imgs = tmp_path / "no_imgs"
+    no_imgs.mkdir()
+    _expect_error(["predict", "--run", str(trained_run), "--images", str(no_imgs), "--out", str(out)], capsys, "no_imgs")
+    _expect_error(["predict", "--run", str(trained_run), "--images", str(imgs), "--out", str(out), "--ann",
+                   str(tmp_path / "missing.json")], capsys, "missing.json")
