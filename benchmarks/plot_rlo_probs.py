@@ -64,7 +64,7 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
         ax.plot(x, probs[:, k], label=LABELS[k], linewidth=1.5)
     ax.set_xlabel("training iteration" if alpha > 1 else "decision (interval)")
     ax.set_ylabel("action probability")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, max(0.5, float(probs.max()) + 0.05))  # gamma = 0.01 moves slowly: do not squash the curves
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "RLO action probabilities over training (paper 000)")

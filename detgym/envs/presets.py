@@ -72,14 +72,12 @@ def _frozen(**kw: Any) -> Mapping[str, Any]:
     return MappingProxyType(dict(kw))
 
 
-_CPU_DATA = _frozen(train_size=1000, val_size=100, test_size=100)
-
 #: Preset name -> preset. ``"default"`` is an alias resolved through :data:`DEFAULT_PRESET`.
 PRESETS: Mapping[str, LossWeightPreset] = MappingProxyType(
     {
-        "retinanet": LossWeightPreset("retinanet-tiny", alpha=20, dataset_kwargs=_CPU_DATA),
-        "fcos": LossWeightPreset("fcos-tiny", alpha=20, dataset_kwargs=_CPU_DATA),
-        "fasterrcnn": LossWeightPreset("fasterrcnn-tiny", alpha=20, dataset_kwargs=_CPU_DATA),
+        "retinanet": LossWeightPreset("retinanet-tiny", alpha=20),
+        "fcos": LossWeightPreset("fcos-tiny", alpha=20),
+        "fasterrcnn": LossWeightPreset("fasterrcnn-tiny", alpha=20),
         # GPU presets keep the paper's alpha = 100 and N = 2; the digits set stands in until a COCO / VOC path
         # is given with dataset=...
         "retinanet-r50": LossWeightPreset("retinanet-resnet50", alpha=100),
