@@ -4,7 +4,7 @@ Every (agent, seed) pair runs one DetLossWeight episode (one full training run);
 the same detector initialisation and data order (paired comparison). Results are appended to a JSON file
 atomically after each run and runs already there are skipped, so an interrupted sweep resumes where it stopped.
 The summary gives, per agent, the mean final val AP with a bootstrap 95% confidence interval, the interquartile
-mean, and the paired difference to ``uniform`` with its own bootstrap CI; it is printed and written as CSV.
+mean, and the paired difference to ``uniform`` with its own bootstrap CI; it is printed and written as CSV and as a PNG bar chart.
 
     python benchmarks/ablation_loss_weight.py --preset default --seeds 0 1 2 3 4 --out runs/ablation.json
     python benchmarks/ablation_loss_weight.py --preset test --seeds 0 1 --out /tmp/abl.json   # seconds
@@ -161,6 +161,35 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def plot_summary(path: Path, rows: list[dict], title: str = "") -> None:
+    """Bar chart of the mean final val AP per agent with its bootstrap CI, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["agent"] for r in rows]
+    mean = np.array([r["AP_mean"] for r in rows])
+    lo = np.array([r["AP_ci_low"] for r in rows])
+    hi = np.array([r["AP_ci_high"] for r in rows])
+    err = np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0)
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+    ax.bar(names, mean, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_ylabel("final val AP (mean, 95% CI)")
+    ax.set_title(title or "DetLossWeight ablation (paper 000, table 3)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="default")
@@ -217,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     csv_path = out.with_suffix(".summary.csv")
     write_csv(csv_path, rows)
-    print(f"wrote {out} and {csv_path}")
+    png_path = out.with_suffix(".summary.png")
+    if rows:
+        plot_summary(png_path, rows, f"DetLossWeight ablation, preset {args.preset}, {len(args.seeds)} seeds")
+    print(f"wrote {out}, {csv_path} and {png_path}")
     return 0
 
 

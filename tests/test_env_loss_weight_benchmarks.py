@@ -50,7 +50,7 @@ def test_ablation_resumes_and_summarizes(tmp_path, cache, monkeypatch):
     mtime = out.stat().st_mtime_ns
     assert ablation.main(argv) == 0  # everything is there: nothing re-run, file untouched
     assert out.stat().st_mtime_ns == mtime
-    assert out.with_suffix(".summary.csv").exists()
+    assert out.with_suffix(".summary.csv").exists() and out.with_suffix(".summary.png").exists()
     with pytest.raises(ValueError, match="unknown agent"):
         ablation.main(argv[:2] + ["--agents", "sac"])
 
