@@ -4,7 +4,8 @@ Every (agent, seed) pair runs one DetLossWeight episode (one full training run);
 the same detector initialisation and data order (paired comparison). Results are appended to a JSON file
 atomically after each run and runs already there are skipped, so an interrupted sweep resumes where it stopped.
 The summary gives, per agent, the mean final val AP with a bootstrap 95% confidence interval, the interquartile
-mean, and the paired difference to ``uniform`` with its own bootstrap CI; it is printed and written as CSV and as a PNG bar chart.
+mean, and the paired difference to ``uniform`` with its own bootstrap CI; it is printed and written as CSV and
+as a PNG bar chart.
 
     python benchmarks/ablation_loss_weight.py --preset default --seeds 0 1 2 3 4 --out runs/ablation.json
     python benchmarks/ablation_loss_weight.py --preset test --seeds 0 1 --out /tmp/abl.json   # seconds
