@@ -236,7 +236,6 @@ class DetLossWeightEnv(gym.Env):
         self._episode = -1
         self.trainer: Trainer | None = None
         self._done = True
-        self._losses = np.zeros((self.alpha, n), dtype=np.float64)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
