@@ -1,0 +1,240 @@
+"""Shared helpers of the level-aware detectors: level bookkeeping, per-box losses, target checks.
+
+Every family splits its loss the same way: each loss term is a sum over "samples" (anchors, FCOS
+locations, RPN anchors, RoIs) divided by a normaliser that does not depend on the level. Computing the
+per-sample terms once, dividing by torchvision's normaliser and summing them into bins by the level
+each sample belongs to gives a ``[num_levels]`` tensor whose sum is torchvision's scalar (up to
+floating-point summation order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.models.detection import _utils as det_utils
+from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+
+__all__ = [
+    "LevelLossMixin",
+    "level_ids",
+    "sum_by_level",
+    "box_loss_per_box",
+    "stack_matches",
+    "check_targets",
+    "drop_background_logits",
+]
+
+
+def level_ids(sizes: Sequence[int], device: torch.device) -> Tensor:
+    """Level index of every entry of a level-major concatenation with ``sizes[i]`` entries on level i.
+
+    Args:
+        sizes: number of entries (anchors / locations) per level, in concatenation order.
+        device: device of the returned tensor.
+
+    Returns:
+        int64 tensor ``[sum(sizes)]`` holding 0 for the first ``sizes[0]`` entries, 1 for the next, ...
+    """
+    counts = torch.as_tensor(list(sizes), dtype=torch.int64, device=device)
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), counts)
+
+
+def sum_by_level(values: Tensor, levels: Tensor, num_levels: int) -> Tensor:
+    """Differentiable bin sum: ``out[l] = sum(values[levels == l])``.
+
+    Args:
+        values: float tensor ``[M]`` of per-sample loss terms (already normalised).
+        levels: int64 tensor ``[M]`` with entries in ``0..num_levels-1``.
+        num_levels: length of the output.
+
+    Returns:
+        float tensor ``[num_levels]``; levels without samples hold an exact 0 (still in the graph).
+    """
+    out = values.new_zeros(num_levels)
+    return out.index_add(0, levels, values)
+
+
+def box_loss_per_box(
+    loss_type: str,
+    box_coder: Any,
+    anchors: Tensor,
+    matched_gt_boxes: Tensor,
+    bbox_regression: Tensor,
+    cnf: Optional[dict[str, float]] = None,
+) -> Tensor:
+    """torchvision's ``_box_loss`` (models/detection/_utils.py) without the final sum: one value per box.
+
+    Args:
+        loss_type: "l1", "smooth_l1", "giou", "diou" or "ciou" (the head's ``_loss_type``).
+        box_coder: the head's ``BoxCoder``.
+        anchors: ``[M, 4]`` anchors of the foreground samples.
+        matched_gt_boxes: ``[M, 4]`` ground-truth boxes they are matched to.
+        bbox_regression: ``[M, 4]`` predicted deltas.
+        cnf: optional ``beta`` (smooth L1) / ``eps`` (IoU losses), as in torchvision.
+
+    Returns:
+        float tensor ``[M]``; its sum is torchvision's ``_box_loss`` for the same inputs.
+    """
+    if loss_type in ("l1", "smooth_l1"):
+        target = box_coder.encode_single(matched_gt_boxes, anchors)
+        if loss_type == "l1":
+            return F.l1_loss(bbox_regression, target, reduction="none").sum(dim=-1)
+        beta = cnf["beta"] if cnf is not None and "beta" in cnf else 1.0
+        return F.smooth_l1_loss(bbox_regression, target, reduction="none", beta=beta).sum(dim=-1)
+    if loss_type not in ("giou", "diou", "ciou"):
+        raise ValueError(f"loss_type must be one of l1, smooth_l1, giou, diou, ciou; got {loss_type!r}")
+    pred_boxes = box_coder.decode_single(bbox_regression, anchors)
+    eps = cnf["eps"] if cnf is not None and "eps" in cnf else 1e-7
+    fn = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}[loss_type]
+    return fn(pred_boxes, matched_gt_boxes, reduction="none", eps=eps)
+
+
+def stack_matches(
+    targets: Sequence[dict[str, Tensor]], matched_idxs: Sequence[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batch the per-image matcher outputs of a dense detector.
+
+    Args:
+        targets: per-image dicts with "boxes" ``[G_i, 4]`` and "labels" ``[G_i]``.
+        matched_idxs: per-image int64 ``[A]`` (same A for every image of a padded batch): index of the
+            matched ground truth, or a negative Matcher code (-1 background, -2 ignored).
+
+    Returns:
+        ``(matched [N, A], gt_index [N, A], all_boxes [G, 4], all_labels [G])`` where ``gt_index`` is the
+        index into the concatenated ground truth of the batch (garbage where ``matched < 0``).
+    """
+    matched = torch.stack(list(matched_idxs))
+    counts = [int(t["labels"].numel()) for t in targets]
+    offsets = torch.as_tensor([0] + counts[:-1], dtype=torch.int64, device=matched.device).cumsum(0)
+    gt_index = (matched.clamp(min=0) + offsets[:, None]).clamp(max=max(sum(counts) - 1, 0))
+    all_boxes = torch.cat([t["boxes"] for t in targets])
+    all_labels = torch.cat([t["labels"] for t in targets])
+    return matched, gt_index, all_boxes, all_labels
+
+
+def check_targets(images: Any, targets: Any, num_object_classes: int) -> None:
+    """Raise a ValueError naming the problem when a training batch is malformed.
+
+    Checks what torchvision would either assert on with a less helpful message or silently get wrong:
+    one target per image, float boxes ``[N, 4]`` in xyxy with x2 > x1 and y2 > y1, finite coordinates,
+    int64 labels ``[N]`` in ``1..num_object_classes`` (0 is background and never a ground-truth label).
+    """
+    if targets is None:
+        raise ValueError("targets must be given in training mode (a list of dicts with 'boxes' and 'labels')")
+    if not isinstance(images, (list, tuple)) or not all(isinstance(im, Tensor) and im.dim() == 3 for im in images):
+        raise ValueError("images must be a list of float tensors [3, H, W] with values in 0..1")
+    if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
+        n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
+        raise ValueError(f"targets must be a list with one dict per image ({len(images)} images), got {n}")
+    for i, t in enumerate(targets):
+        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+            raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
+        boxes, labels = t["boxes"], t["labels"]
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"targets[{i}]['boxes'] must be a float tensor [N, 4] (xyxy pixels), got {shape}")
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
+            what = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+            raise ValueError(
+                f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}] matching the boxes, got {what}"
+            )
+    # One vectorised test for the whole batch keeps the hot path cheap; the loop below only runs on failure.
+    boxes = torch.cat([t["boxes"] for t in targets])
+    labels = torch.cat([t["labels"] for t in targets])
+    if boxes.numel() == 0:
+        return
+    bad_labels = (labels < 1) | (labels > num_object_classes)
+    bad_boxes = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if not bool((bad_labels | bad_boxes).any()):
+        return
+    for i, t in enumerate(targets):
+        lab = t["labels"]
+        bl = (lab < 1) | (lab > num_object_classes)
+        if bool(bl.any()):
+            j = int(torch.nonzero(bl)[0])
+            raise ValueError(
+                f"targets[{i}]['labels'][{j}] = {int(lab[j])} is out of range: labels must be in "
+                f"1..{num_object_classes} (num_classes={num_object_classes}; 0 is background)"
+            )
+        b = t["boxes"]
+        bb = ~torch.isfinite(b).all(dim=1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+        if bool(bb.any()):
+            j = int(torch.nonzero(bb)[0])
+            raise ValueError(
+                f"targets[{i}]['boxes'][{j}] = {b[j].tolist()} is invalid: boxes must be finite xyxy "
+                "with x2 > x1 and y2 > y1"
+            )
+
+
+class LevelLossMixin:
+    """Adds ``level_names``, ``num_levels`` and ``level_losses`` to a torchvision detector.
+
+    Put it first in the bases (``class LevelRetinaNet(LevelLossMixin, RetinaNet)``). The detector's heads
+    must be level-aware, i.e. their ``compute_loss`` returns ``[num_levels]`` tensors: then torchvision's
+    own ``forward`` (transform, degenerate-box checks, matching, sampling) yields per-level losses, and
+    ``forward`` in training mode sums them back into torchvision's scalar loss dict.
+    """
+
+    level_names: tuple[str, ...]
+    num_object_classes: int
+
+    def _init_levels(self, level_names: Sequence[str], num_object_classes: int) -> None:
+        self.level_names = tuple(str(n) for n in level_names)
+        self.num_object_classes = int(num_object_classes)
+
+    @property
+    def num_levels(self) -> int:
+        """Number of pyramid levels the losses are split over (``len(level_names)``)."""
+        return len(self.level_names)
+
+    def level_losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        """Training losses split by pyramid level, from one forward pass.
+
+        Args:
+            images: list of float tensors ``[3, H, W]`` in 0..1.
+            targets: one dict per image with "boxes" float ``[N, 4]`` (xyxy, pixels) and "labels" int64
+                ``[N]`` in ``1..num_object_classes``.
+
+        Returns:
+            torchvision's loss dict (same keys) with every value a tensor ``[num_levels]`` (with grad)
+            whose sum equals torchvision's scalar for that key.
+
+        Raises:
+            ValueError: the model is in eval mode, or the targets are malformed (named in the message).
+        """
+        if not self.training:  # type: ignore[attr-defined]
+            raise ValueError("level_losses needs the model in training mode (call model.train() first)")
+        check_targets(images, targets, self.num_object_classes)
+        losses = super().forward(images, targets)  # type: ignore[misc]
+        return dict(losses)
+
+    def forward(self, images: list[Tensor], targets: Optional[list[dict[str, Tensor]]] = None) -> Any:
+        """torchvision's forward: scalar loss dict in training mode, detections in eval mode."""
+        if self.training:  # type: ignore[attr-defined]
+            return {k: v.sum() for k, v in self.level_losses(images, targets).items()}  # type: ignore[arg-type]
+        return super().forward(images, targets)  # type: ignore[misc]
+
+
+def drop_background_logits(head_outputs: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:
+    """Copy of split head outputs with logit 0 (background, never a target) set to -inf.
+
+    RetinaNet / FCOS get ``num_classes + 1`` sigmoid outputs so that labels index them directly; output 0
+    is only ever trained as a negative, and -inf guarantees it never becomes a detection.
+    """
+    out = dict(head_outputs)
+    masked = []
+    for logits in head_outputs["cls_logits"]:
+        logits = logits.clone()
+        logits[..., 0] = float("-inf")
+        masked.append(logits)
+    out["cls_logits"] = masked
+    return out
+
+
+# Matcher codes, named once so every family reads the same constants.
+BELOW_LOW_THRESHOLD = det_utils.Matcher.BELOW_LOW_THRESHOLD
+BETWEEN_THRESHOLDS = det_utils.Matcher.BETWEEN_THRESHOLDS

@@ -1,0 +1,244 @@
+"""FCOS whose training loss is split by pyramid level (subclasses of torchvision's classes).
+
+torchvision's FCOS (fcos.py) sums the focal loss over all locations of the batch and the GIoU and
+centerness losses over the foreground locations, and divides all three by the number of foreground
+locations in the batch. Every location's term thus has a level-independent weight, and binning the
+terms by the level range of the location splits each scalar exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
+from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+
+from ._utils import LevelLossMixin, drop_background_logits, level_ids, stack_matches, sum_by_level
+
+__all__ = ["LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead"]
+
+
+class LevelFCOSClassificationHead(FCOSClassificationHead):
+    """torchvision's FCOS classification branch plus a per-level focal loss."""
+
+    def compute_level_loss(
+        self,
+        head_outputs: dict[str, Tensor],
+        foreground: Tensor,
+        gt_labels: Tensor,
+        levels: Tensor,
+        num_levels: int,
+        num_foreground: int,
+    ) -> Tensor:
+        """Focal loss over all locations, split by level.
+
+        Args:
+            head_outputs: uses "cls_logits" ``[N, A, K]``.
+            foreground: bool ``[N, A]``.
+            gt_labels: int64 ``[M]``, the class of each foreground location (row-major order).
+            levels: int64 ``[A]``, the level of each location.
+            num_levels: number of levels.
+            num_foreground: foreground locations in the batch (torchvision's normaliser).
+        """
+        cls_logits = head_outputs["cls_logits"]
+        gt_classes_targets = torch.zeros_like(cls_logits)
+        gt_classes_targets[foreground, gt_labels] = 1.0
+        loss = sigmoid_focal_loss(cls_logits, gt_classes_targets, reduction="none").sum(dim=(0, 2))
+        return sum_by_level(loss, levels, num_levels) / max(1, num_foreground)
+
+
+class LevelFCOSRegressionHead(FCOSRegressionHead):
+    """torchvision's FCOS box + centerness branch plus per-level GIoU and centerness losses."""
+
+    def compute_level_loss(
+        self,
+        box_coder: det_utils.BoxLinearCoder,
+        head_outputs: dict[str, Tensor],
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        img: Tensor,
+        loc: Tensor,
+        levels: Tensor,
+        num_levels: int,
+        num_foreground: int,
+    ) -> tuple[Tensor, Tensor]:
+        """GIoU and centerness losses over the foreground locations ``(img, loc)``, split by level.
+
+        Args:
+            box_coder: the head's ``BoxLinearCoder``.
+            head_outputs: uses "bbox_regression" ``[N, A, 4]`` and "bbox_ctrness" ``[N, A, 1]``.
+            anchors: ``[N, A, 4]`` stacked anchors.
+            gt_boxes: ``[M, 4]`` ground truth matched to each foreground location.
+            img, loc: int64 ``[M]`` image and location index of each foreground location.
+            levels: int64 ``[A]``; num_levels: number of levels; num_foreground: ``M`` (normaliser).
+        """
+        fg_anchors = anchors[img, loc]
+        # Decoding / encoding are element-wise, so restricting them to the foreground changes nothing.
+        pred_boxes = box_coder.decode(head_outputs["bbox_regression"][img, loc], fg_anchors)
+        loss_reg = generalized_box_iou_loss(pred_boxes, gt_boxes, reduction="none")
+        targets = box_coder.encode(fg_anchors, gt_boxes)
+        left_right = targets[:, [0, 2]]
+        top_bottom = targets[:, [1, 3]]
+        gt_ctrness = torch.sqrt(
+            (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0])
+            * (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
+        )
+        pred_ctrness = head_outputs["bbox_ctrness"][img, loc, 0]
+        loss_ctr = nn.functional.binary_cross_entropy_with_logits(pred_ctrness, gt_ctrness, reduction="none")
+        norm = max(1, num_foreground)
+        lv = levels[loc]
+        return sum_by_level(loss_reg, lv, num_levels) / norm, sum_by_level(loss_ctr, lv, num_levels) / norm
+
+
+class LevelFCOSHead(FCOSHead):
+    """FCOS head whose ``compute_loss`` returns ``[num_levels]`` tensors.
+
+    Unlike torchvision's FCOSHead it takes the branch norm layer and conv count (torchvision fixes
+    GroupNorm(32) and passes ``num_convs`` only). ``forward`` records the locations per level for the
+    ``compute_loss`` call that torchvision's ``FCOS.forward`` makes right after it.
+
+    Args:
+        in_channels: FPN channels.
+        num_anchors: must be 1 (FCOS).
+        num_classes: logits per location (torchvision convention; label 0 is never a target here).
+        num_convs: conv blocks per branch (torchvision: 4).
+        norm_layer: branch norm (torchvision: ``partial(nn.GroupNorm, 32)``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_convs: int = 4,
+        norm_layer: Optional[Callable[..., nn.Module]] = None,
+    ) -> None:
+        nn.Module.__init__(self)  # the branches are built here, as level-aware subclasses
+        if norm_layer is None:
+            norm_layer = partial(nn.GroupNorm, 32)
+        self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = LevelFCOSClassificationHead(
+            in_channels, num_anchors, num_classes, num_convs, norm_layer=norm_layer
+        )
+        self.regression_head = LevelFCOSRegressionHead(in_channels, num_anchors, num_convs, norm_layer=norm_layer)
+        self._locations_per_level: list[int] = []
+
+    def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
+        """torchvision's head outputs; also records the number of locations per level."""
+        a = self.classification_head.num_anchors
+        self._locations_per_level = [int(f.shape[-2] * f.shape[-1] * a) for f in x]
+        return super().forward(x)
+
+    def compute_loss(
+        self,
+        targets: list[dict[str, Tensor]],
+        head_outputs: dict[str, Tensor],
+        anchors: list[Tensor],
+        matched_idxs: list[Tensor],
+    ) -> dict[str, Tensor]:
+        """Per-level classification / bbox_regression / bbox_ctrness for the last ``forward``."""
+        sizes = self._locations_per_level
+        if sum(sizes) != head_outputs["cls_logits"].shape[1]:
+            raise RuntimeError("LevelFCOSHead.compute_loss must follow forward on the same features")
+        levels = level_ids(sizes, head_outputs["cls_logits"].device)
+        matched, gt_index, all_boxes, all_labels = stack_matches(targets, matched_idxs)
+        foreground = matched >= 0
+        img, loc = torch.nonzero(foreground, as_tuple=True)
+        gt_fg = gt_index[img, loc]
+        num_foreground = int(img.numel())
+        cls = self.classification_head.compute_level_loss(
+            head_outputs, foreground, all_labels[gt_fg], levels, len(sizes), num_foreground
+        )
+        reg, ctr = self.regression_head.compute_level_loss(
+            self.box_coder,
+            head_outputs,
+            torch.stack(anchors),
+            all_boxes[gt_fg],
+            img,
+            loc,
+            levels,
+            len(sizes),
+            num_foreground,
+        )
+        return {"classification": cls, "bbox_regression": reg, "bbox_ctrness": ctr}
+
+
+class LevelFCOS(LevelLossMixin, FCOS):
+    """torchvision FCOS with ``level_names``, ``num_levels`` and ``level_losses``.
+
+    Args:
+        backbone: feature extractor with ``out_channels`` returning one map per level.
+        num_classes: logits per location in torchvision's convention; ground-truth labels must lie in
+            ``1..num_classes-1`` (``build_detector`` passes its object-class count + 1).
+        level_names: one name per feature map, e.g. ("P3", ..., "P7").
+        head: a :class:`LevelFCOSHead` (torchvision's default head layout when None).
+        **kwargs: any other ``torchvision.models.detection.FCOS`` argument.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        *,
+        level_names: Sequence[str],
+        head: Optional[LevelFCOSHead] = None,
+        **kwargs: Any,
+    ) -> None:
+        if head is None:
+            head = LevelFCOSHead(backbone.out_channels, 1, num_classes)
+        if not isinstance(head, LevelFCOSHead):
+            raise ValueError(f"head must be a LevelFCOSHead, got {type(head).__name__}")
+        super().__init__(backbone, num_classes, head=head, **kwargs)
+        if len(level_names) != len(self.anchor_generator.sizes):
+            raise ValueError(
+                f"level_names has {len(level_names)} entries but the anchor generator has "
+                f"{len(self.anchor_generator.sizes)} levels"
+            )
+        self._init_levels(level_names, num_classes - 1)
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's post-processing with the background logit 0 excluded (labels 1..num_classes)."""
+        return super().postprocess_detections(drop_background_logits(head_outputs), anchors, image_shapes)
+
+    @classmethod
+    def from_torchvision(cls, model: FCOS, level_names: Sequence[str]) -> "LevelFCOS":
+        """Level-aware copy sharing ``model``'s backbone, anchors and transform (head re-wrapped).
+
+        The head is rebuilt as a :class:`LevelFCOSHead` of the same layout and loaded with
+        ``model.head``'s weights.
+        """
+        old = model.head
+        cls_head = old.classification_head
+        convs = [m for m in cls_head.conv if isinstance(m, nn.Conv2d)]
+        norms = [m for m in cls_head.conv if isinstance(m, nn.GroupNorm)]
+        if len(norms) != len(convs):
+            raise ValueError("unsupported FCOS head layout (expected conv-GroupNorm-ReLU blocks)")
+        head = LevelFCOSHead(
+            convs[0].in_channels,
+            cls_head.num_anchors,
+            cls_head.num_classes,
+            num_convs=len(convs),
+            norm_layer=partial(nn.GroupNorm, norms[0].num_groups),
+        )
+        head.load_state_dict(old.state_dict())
+        new = cls(
+            model.backbone,
+            cls_head.num_classes,
+            level_names=level_names,
+            anchor_generator=model.anchor_generator,
+            head=head,
+            center_sampling_radius=model.center_sampling_radius,
+            score_thresh=model.score_thresh,
+            nms_thresh=model.nms_thresh,
+            detections_per_img=model.detections_per_img,
+            topk_candidates=model.topk_candidates,
+        )
+        new.transform = model.transform
+        return new
