@@ -137,7 +137,12 @@ def test_predict_image_ids(trained_run, digits_dir, tmp_path):
     assert [r.split(",")[0] for r in (out / "pred.csv").read_text().splitlines()[1:]] == ["40", "41"]
 
 
-def test_interrupt_then_resume_matches_an_uninterrupted_run(trained_run, digits_dir, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT"])
+def test_interrupt_then_resume_matches_an_uninterrupted_run(how, trained_run, digits_dir, tmp_path, monkeypatch,
+                                                            capsys):
+    import os
+    import signal
+
     from detgym.train import Trainer
 
     run = tmp_path / "run"
@@ -147,17 +152,24 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(trained_run, digits_
     def flaky_step(self, *a, **k):
         calls["n"] += 1
         if calls["n"] == 6:  # epoch 2, iteration 2 of 4
-            raise KeyboardInterrupt
+            if how == "KeyboardInterrupt":
+                raise KeyboardInterrupt
+            # A real Ctrl-C: the running iteration finishes, then the loop saves and stops.
+            result = real_step(self, *a, **k)
+            os.kill(os.getpid(), signal.SIGINT)
+            return result
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(Trainer, "step", flaky_step)
     rc = main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS])
     assert rc == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     err = capsys.readouterr().err
     assert f"detgym train --out {run} --resume" in err and "epoch 2/2" in err
     state = torch.load(run / "last.pt", weights_only=False)
-    assert state["iteration"] == 5 and state["pipeline"]["epochs_done"] == 1
-    assert state["pipeline"]["interrupted"] and state["pipeline"]["partial"]["count"] == 1
+    done = 5 if how == "KeyboardInterrupt" else 6
+    assert state["iteration"] == done and state["pipeline"]["epochs_done"] == 1
+    assert state["pipeline"]["interrupted"] and state["pipeline"]["partial"]["count"] == done - 4
     monkeypatch.setattr(Trainer, "step", real_step)
     # Options that would change the run are refused on resume.
     assert main(["train", "--out", str(run), "--resume", "--lr", "0.1"]) == 2

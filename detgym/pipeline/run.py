@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,7 @@ class RunDir:
         atomic_torch_save({"model": model_state, "pipeline": pipeline}, self.best)
 
     def write_history(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_json(self.history_file, history, indent=1)
+        atomic_write_json(self.history_file, _finite(history), indent=1)
 
     def read_threshold(self) -> dict[str, Any] | None:
         f = self.threshold_file
@@ -198,6 +199,17 @@ class RunDir:
             raise ValueError(f"{f}: not a threshold file written by `detgym find-threshold` ({exc}); "
                              f"run find-threshold again or pass --threshold") from exc
         return d
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN / inf: such floats (a diverged loss) are written as null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def build_run_model(config: RunConfig, *, pretrained: bool = True) -> nn.Module:
