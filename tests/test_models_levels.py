@@ -7,25 +7,17 @@ on an identical state dict; Faster R-CNN samples anchors / RoIs randomly, so bot
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 
-from detgym.models import LevelFasterRCNN, LevelFCOS, LevelRetinaNet, build_detector
+from detgym.models import LevelFasterRCNN, LevelFCOS, LevelRetinaNet, as_torchvision, build_detector
 
 TOL = 1e-5
 
 
 def torchvision_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """Deep copy of ``model`` with every detgym subclass replaced by its torchvision base class."""
-    stock = copy.deepcopy(model)
-    for m in stock.modules():
-        for cls in type(m).__mro__:
-            if cls.__module__.startswith("torchvision"):
-                m.__class__ = cls
-                break
+    stock = as_torchvision(model)
     assert not any(type(m).__module__.startswith("detgym.models.") and type(m).__name__.startswith("Level")
                    for m in stock.modules())
     return stock

@@ -7,7 +7,7 @@ optionally with a ResFPN (paper 004). Every model has ``level_names``, ``num_lev
 """
 
 from .backbones import TinyCNN, mobilenet_v3_fpn_backbone, tiny_fpn_backbone
-from .builder import BACKBONES, FAMILIES, TINY_DEFAULTS, build_detector, count_parameters
+from .builder import BACKBONES, FAMILIES, TINY_DEFAULTS, as_torchvision, build_detector, count_parameters
 from .faster_rcnn import LevelFasterRCNN, LevelRegionProposalNetwork, LevelRoIHeads
 from .fcos import LevelFCOS, LevelFCOSHead
 from .res_fpn import ResFPN, ResidualBlock
@@ -17,6 +17,7 @@ __all__ = [
     "BACKBONES",
     "FAMILIES",
     "TINY_DEFAULTS",
+    "as_torchvision",
     "build_detector",
     "count_parameters",
     "LevelRetinaNet",

@@ -14,6 +14,7 @@ outputs (torchvision's fine-tuning recipe); everything else keeps the pretrained
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import warnings
@@ -43,7 +44,7 @@ from .fcos import LevelFCOS, LevelFCOSHead
 from .res_fpn import ResFPN
 from .retinanet import LevelRetinaNet, LevelRetinaNetHead
 
-__all__ = ["build_detector", "FAMILIES", "BACKBONES", "TINY_DEFAULTS"]
+__all__ = ["build_detector", "as_torchvision", "FAMILIES", "BACKBONES", "TINY_DEFAULTS"]
 
 FAMILIES = ("retinanet", "fcos", "fasterrcnn")
 BACKBONES = ("tiny", "mobilenet_v3", "resnet50", "resnet50_v2")
@@ -360,3 +361,17 @@ def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+
+def as_torchvision(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose modules are demoted to their torchvision base classes.
+
+    The copy has the same state dict but runs torchvision's untouched forward and loss code: the reference
+    for the per-level loss equality tests and the plain training loop of ``benchmarks/substrate.py``.
+    """
+    stock = copy.deepcopy(model)
+    for module in stock.modules():
+        for cls in type(module).__mro__:
+            if cls.__module__.startswith("torchvision"):
+                module.__class__ = cls
+                break
+    return stock
