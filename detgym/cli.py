@@ -13,7 +13,7 @@ Implemented here:
 The digit pipeline of paper 004 (:mod:`detgym.pipeline`):
 
 ``detgym train --out RUN_DIR [--data PATH_OR_PRESET --family F --backbone B --res-fpn --epochs N ...]``
-    train a detector (epochs, warmup + cosine, backbone at 0.5x lr, augmentation off for the last epochs,
+    train a detector (epochs, warmup + cosine, layer-wise lr, augmentation off for the last epochs,
     val mAP every epoch, best / last checkpoints); Ctrl-C saves a resumable state (``--resume``).
 ``detgym find-threshold --run RUN_DIR [--from 0.45 --to 0.9 --step 0.01]``
     sweep the confidence threshold on the val split (mAP and sequence accuracy), store the best.
@@ -54,7 +54,7 @@ def _cmd_data_digits(args: argparse.Namespace) -> int:
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if "image_size" in overrides and "max_digit_height" not in overrides:
-        # The default heights (8-100 px) assume 128 px images: keep them inside a smaller image.
+        # The default heights (12-100 px) assume 128 px images: keep them inside a smaller image.
         overrides["max_digit_height"] = float(min(DigitsConfig.max_digit_height, overrides["image_size"] - 4))
         if "min_digit_height" not in overrides:
             overrides["min_digit_height"] = float(min(DigitsConfig.min_digit_height, overrides["max_digit_height"]))
@@ -146,6 +146,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out=args.out, data=args.data, family=args.family, backbone=args.backbone, res_fpn=args.res_fpn,
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         warmup_epochs=args.warmup_epochs, no_aug_epochs=args.no_aug_epochs, weight_decay=args.weight_decay,
+        backbone_lr_mult=args.backbone_lr_mult,
         augment=args.augment, flip=args.flip, pretrained=args.pretrained, finetune=args.finetune, seed=args.seed,
         resume=args.resume, device=args.device, eval_batch_size=args.eval_batch_size, progress=not args.no_progress,
     )
@@ -164,7 +165,7 @@ def add_train_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     p = subparsers.add_parser(
         "train", help="train a detector into a run directory (paper 004 pipeline)",
         description="Train a detector on a COCO-layout dataset (train/ valid/ + train.json valid.json) or the "
-        "embedded digits set, as paper 004: warmup + cosine to --min-lr, backbone at 0.5x lr, augmentation "
+        "embedded digits set, as paper 004: warmup + cosine to --min-lr, backbone at 0.5x lr (trained backbones), augmentation "
         "(ColorJitter, SVHN colour policy, affine) off for the last --no-aug-epochs, val mAP every epoch, best.pt "
         "and last.pt, TensorBoard logs and PNG plots in --out. Unset options come from the detector's recipe. "
         "Ctrl-C saves last.pt; continue with --resume.",
@@ -188,6 +189,9 @@ def add_train_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no augmentation at all")
     p.add_argument("--flip", action="store_true", default=None, help="also flip horizontally (off for digits by default)")
     p.add_argument("--weight-decay", type=_nonneg_float, default=None, help="weight decay (default: the recipe's)")
+    p.add_argument("--backbone-lr-mult", type=_nonneg_float, default=None,
+                   help="backbone learning rate as a multiple of --lr (default: 0.5 as paper 004 for --pretrained / "
+                   "--finetune backbones, 1 for a backbone trained from scratch)")
     p.add_argument("--image-size", type=_pos_int, default=None, help="detector input size in px (default: recipe, 128 for tiny)")
     p.add_argument("--seed", type=_nonneg_int, default=None, help="seed of initialisation, batch order, augmentation (default 0)")
     p.add_argument("--eval-batch-size", type=_pos_int, default=None, help="batch size of validation")
