@@ -18,7 +18,7 @@ def tiny_digits(digits_cache):
     """(train, val) splits of a small digits set at 96 px: enough for real training steps, fast on 2 cores."""
     from detgym.data import DigitsConfig, digits_dataset
 
-    config = DigitsConfig(image_size=96, max_digit_height=80.0, train_size=48, val_size=12, test_size=8)
+    config = DigitsConfig(image_size=96, train_size=48, val_size=12, test_size=8)
     train = digits_dataset("train", seed=0, cache_dir=digits_cache, config=config)
     val = digits_dataset("val", seed=0, cache_dir=digits_cache, config=config)
     return train, val

@@ -260,3 +260,11 @@ def test_config_dict_round_trip():
     assert DigitsConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(ValueError, match="unknown DigitsConfig parameters"):
         DigitsConfig.from_dict({"noise": 1})
+
+
+def test_default_heights_fit_smaller_images():
+    assert (DigitsConfig().min_digit_height, DigitsConfig().max_digit_height) == (12.0, 100.0)
+    small = DigitsConfig(image_size=64)
+    assert small.max_digit_height == 60.0 and small.min_digit_height == 12.0
+    tiny = DigitsConfig(image_size=16)
+    assert tiny.max_digit_height == tiny.min_digit_height == 12.0

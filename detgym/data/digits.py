@@ -99,6 +99,10 @@ def canonical_split(split: str) -> str:
     return _SPLIT_ALIASES[key]
 
 
+#: Default (min, max) ink height of the digits in pixels for 128 px images.
+DEFAULT_DIGIT_HEIGHTS = (12.0, 100.0)
+
+
 @dataclass(frozen=True)
 class DigitsConfig:
     """Sizes and difficulty knobs of the synthetic digits set (all have defaults).
@@ -113,9 +117,10 @@ class DigitsConfig:
     image_size: int = 128
     #: Ink height of the digits in pixels, drawn log-uniformly per image. 12 px rather than 8: digits 8-10 px
     #: tall are 3-6 px wide, narrower than the 8 px stride of P3, so anchor / location matching misses most of
-    #: them and a 2-minute CPU run cannot learn them (set 8 for a harder set).
-    min_digit_height: float = 12.0
-    max_digit_height: float = 100.0
+    #: them and a 2-minute CPU run cannot learn them (set 8 for a harder set). ``None``: 100 px, or what fits
+    #: in a smaller image (``image_size - 4``), the minimum then clipped to it.
+    min_digit_height: float | None = None
+    max_digit_height: float | None = None
     #: Digits per image; fewer are used when the drawn height does not leave room for more.
     min_digits: int = 1
     max_digits: int = 5
@@ -162,6 +167,10 @@ class DigitsConfig:
                 raise bad(name, v, "an integer >= 0")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 16:
             raise bad("image_size", self.image_size, "an integer >= 16 (pixels)")
+        if self.max_digit_height is None:
+            object.__setattr__(self, "max_digit_height", float(min(DEFAULT_DIGIT_HEIGHTS[1], self.image_size - 4)))
+        if self.min_digit_height is None:
+            object.__setattr__(self, "min_digit_height", float(min(DEFAULT_DIGIT_HEIGHTS[0], self.max_digit_height)))
         if not (4 <= self.min_digit_height <= self.max_digit_height):
             raise bad("min_digit_height", self.min_digit_height, f"4 <= min_digit_height <= max_digit_height "
                                                                   f"({self.max_digit_height})")

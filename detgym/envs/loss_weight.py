@@ -535,10 +535,6 @@ def _load_splits(cfg: LossWeightPreset, image_size: int | None) -> tuple[Any, An
         cache_dir = kwargs.pop("cache_dir", None)
         if image_size is not None:
             kwargs.setdefault("image_size", int(image_size))
-        if "image_size" in kwargs and "max_digit_height" not in kwargs:
-            # the default height range (12-100 px) assumes 128 px images; keep it inside smaller ones
-            kwargs["max_digit_height"] = float(min(DigitsConfig.max_digit_height, kwargs["image_size"] - 4))
-            kwargs.setdefault("min_digit_height", min(DigitsConfig.min_digit_height, kwargs["max_digit_height"]))
         config = DigitsConfig.from_dict(kwargs)
         train = digits_dataset("train", seed=seed, cache_dir=cache_dir, config=config)
         val = digits_dataset("val", seed=seed, cache_dir=cache_dir, config=config)
