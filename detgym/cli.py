@@ -53,11 +53,6 @@ def _cmd_data_digits(args: argparse.Namespace) -> int:
         "max_digit_height": args.max_height,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "image_size" in overrides and "max_digit_height" not in overrides:
-        # The default heights (12-100 px) assume 128 px images: keep them inside a smaller image.
-        overrides["max_digit_height"] = float(min(DigitsConfig.max_digit_height, overrides["image_size"] - 4))
-        if "min_digit_height" not in overrides:
-            overrides["min_digit_height"] = float(min(DigitsConfig.min_digit_height, overrides["max_digit_height"]))
     cfg = DigitsConfig(**overrides)
     t0 = time.perf_counter()
     out = write_digits(args.out, seed=args.seed, config=cfg, overwrite=args.overwrite)
