@@ -269,3 +269,21 @@ def test_bad_inputs(trained_run, digits_dir, tmp_path, capsys):
     _expect_error(["predict", "--run", str(trained_run), "--images", str(no_imgs), "--out", str(out)], capsys, "no_imgs")
     _expect_error(["predict", "--run", str(trained_run), "--images", str(imgs), "--out", str(out), "--ann",
                    str(tmp_path / "missing.json")], capsys, "missing.json")
+
+
+def test_defaults_follow_the_recipes(digits_dir, tmp_path):
+    from detgym.data import load_dataset
+    from detgym.pipeline import TrainOptions, resolve_run_config
+    from detgym.train import get_recipe
+
+    train = load_dataset(digits_dir, "train")
+    cfg = resolve_run_config(TrainOptions(out=str(tmp_path / "a")), train)
+    rt = get_recipe("fasterrcnn-tiny").train
+    assert (cfg.family, cfg.backbone, cfg.res_fpn, cfg.image_size) == ("fasterrcnn", "tiny", False, 128)
+    assert cfg.lr == rt.lr and cfg.batch_size == rt.batch_size and cfg.epochs >= 5
+    assert cfg.min_lr == pytest.approx(rt.lr * rt.min_lr_ratio) and cfg.train["backbone_lr_mult"] == 1.0
+    # paper 004's ResFPN v2 recipe; its res_fpn flag is the run's own, not a duplicate model keyword
+    cfg = resolve_run_config(TrainOptions(out=str(tmp_path / "b"), backbone="resnet50_v2", res_fpn=True,
+                                          pretrained="coco"), train)
+    assert cfg.lr == 1e-4 and cfg.res_fpn and "res_fpn" not in cfg.model_kwargs and cfg.image_size is None
+    assert cfg.train["backbone_lr_mult"] == 0.5 and cfg.train["weight_decay"] == 5e-4

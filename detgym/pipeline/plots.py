@@ -42,6 +42,7 @@ def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     out_dir = Path(out_dir)
     epochs = [int(h["epoch"]) for h in history]
@@ -57,6 +58,7 @@ def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_
             ax.axvline(aug_off_epoch - 0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(LOSS_TITLES.get(term, term))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if k == 0:
             ax.legend()
@@ -72,6 +74,7 @@ def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_
     if aug_off_epoch is not None and aug_off_epoch <= epochs[-1]:
         ax.axvline(aug_off_epoch - 0.5, color="grey", lw=0.8, ls=":", label="augmentation off")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()

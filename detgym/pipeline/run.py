@@ -217,6 +217,7 @@ def build_run_model(config: RunConfig, *, pretrained: bool = True) -> nn.Module:
     from detgym.models import build_detector
 
     kw: dict[str, Any] = dict(config.model_kwargs)
+    kw.pop("res_fpn", None)  # a recipe may name it; the run's own res_fpn decides
     if pretrained and config.pretrained == "coco":
         kw["weights"] = "DEFAULT"
     elif pretrained and config.pretrained == "imagenet":

@@ -236,7 +236,8 @@ def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
         augment=augment,
         pretrained=opts.pretrained,
         finetune=str(Path(opts.finetune).expanduser()) if opts.finetune else None,
-        model_kwargs=dict(meta_cfg.get("model_kwargs", {}) or recipe.model_kwargs),
+        model_kwargs={k: v for k, v in dict(meta_cfg.get("model_kwargs", {}) or recipe.model_kwargs).items()
+                      if k != "res_fpn"},
     )
 
 
