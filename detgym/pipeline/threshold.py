@@ -19,7 +19,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from detgym.data.io import atomic_write_json
 
