@@ -49,6 +49,7 @@ from ._backend import kernel, njit
 from ._boxes import coco_iou
 from ._cocoparams import (AREA_LABELS, AREA_RANGES, EPS, IOU_THRESHOLDS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS,
                           STAT_NAMES)
+from ._matching import match_detection
 
 __all__ = ["coco_evaluate", "STAT_NAMES"]
 
@@ -261,19 +262,7 @@ def _evaluate_kernel(g_xywh, g_area, g_crowd, g_lo, g_hi, d_xywh, d_area, d_lo, 
                 thr = match_thr[t]
                 gm[:] = False
                 for d in range(D):
-                    m = -1
-                    best = thr
-                    for j in range(cstart[d], cstart[d + 1]):
-                        q = cg[j]
-                        if gm[q] and not gcr[q]:
-                            continue
-                        if m > -1 and not gig[m] and gig[q]:
-                            break
-                        v = civ[j]
-                        if v < best:
-                            continue
-                        best = v
-                        m = q
+                    m = match_detection(cstart[d], cstart[d + 1], cg, civ, gm, gcr, gig, thr)
                     if m == -1:
                         ar = d_area[d0 + d]
                         if ar < lo or ar > hi:

@@ -44,6 +44,7 @@ import numpy as np
 from ._backend import NUMBA_AVAILABLE, njit, use_numba
 from ._boxes import argsort_desc_stable, check_boxes, coco_iou, coco_iou_matrix, to_numpy, xyxy_to_xywh
 from ._cocoparams import AREA_RANGES, EPS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS
+from ._matching import match_detection
 
 __all__ = ["image_ap"]
 
@@ -228,19 +229,7 @@ def _image_ap_kernel(d_xyxy, d_score, d_lab, g_xyxy, g_lab, g_crowd, keep, match
             for a in range(na):
                 p = act[a]
                 c = pcat[p]
-                m = -1
-                best = thr
-                for j in range(cstart[p], cstart[p + 1]):
-                    q = cg[j]
-                    if gm[q] and not gcr_o[q]:
-                        continue
-                    if m > -1 and not gig_o[m] and gig_o[q]:
-                        break
-                    v = civ[j]
-                    if v < best:
-                        continue
-                    best = v
-                    m = q
+                m = match_detection(cstart[p], cstart[p + 1], cg, civ, gm, gcr_o, gig_o, thr)
                 if m == -1:
                     if not d_out[p]:
                         xfp[c] += 1
