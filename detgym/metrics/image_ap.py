@@ -345,7 +345,8 @@ def _image_ap_numpy(d_xywh, d_score, d_lab, g_xywh, g_lab, g_crowd, keep, no_gt_
         idx = first[:, :, need]  # [K, T, R]
         q = np.take_along_axis(prm, np.minimum(idx, nd - 1), axis=2)
         q_all[:, :, :, ci] = np.where(idx < nd, q, 0.0)
-    return q_all.reshape(K, -1).mean(axis=1)
+    # Explicit width: reshape(K, -1) is ambiguous for K = 0 subsets (an empty keep mask).
+    return q_all.reshape(K, T * R * q_all.shape[3]).mean(axis=1)
 
 
 def _array(x: Any, name: str, dtype: Any, ndim: int, n: int | None = None) -> np.ndarray:
