@@ -20,6 +20,7 @@ from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, genera
 
 __all__ = [
     "LevelLossMixin",
+    "RecordsLevelSizes",
     "level_ids",
     "sum_by_level",
     "box_loss_per_box",
@@ -217,6 +218,36 @@ class LevelLossMixin:
         if self.training:  # type: ignore[attr-defined]
             return {k: v.sum() for k, v in self.level_losses(images, targets).items()}  # type: ignore[arg-type]
         return super().forward(images, targets)  # type: ignore[misc]
+
+
+class RecordsLevelSizes:
+    """Level bookkeeping of a dense head (torchvision's RetinaNetHead / FCOSHead layout).
+
+    Put it first in the bases (``class LevelFCOSHead(RecordsLevelSizes, FCOSHead)``). The head's
+    ``forward`` is the only place that sees the feature maps, so it calls ``_record_level_sizes``;
+    torchvision's detector ``forward`` calls ``compute_loss`` right after it in the same pass, with the
+    anchors / locations concatenated in the same level order, and ``compute_loss`` calls ``_level_ids``.
+    """
+
+    # Class-level default: compute_loss before any forward fails the size check instead of an AttributeError.
+    _level_sizes: tuple[int, ...] = ()
+
+    def _record_level_sizes(self, x: Sequence[Tensor]) -> None:
+        """Record the entries per level of feature maps ``x`` (H * W locations times anchors per location)."""
+        a = self.classification_head.num_anchors  # type: ignore[attr-defined]
+        self._level_sizes = tuple(int(f.shape[-2] * f.shape[-1] * a) for f in x)
+
+    def _level_ids(self, head_outputs: dict[str, Tensor]) -> tuple[Tensor, int]:
+        """``(levels, num_levels)`` for the last recorded forward: the level of every anchor / location.
+
+        Raises:
+            RuntimeError: ``head_outputs`` do not come from the features of the last ``forward``.
+        """
+        sizes = self._level_sizes
+        cls_logits = head_outputs["cls_logits"]
+        if sum(sizes) != cls_logits.shape[1]:
+            raise RuntimeError(f"{type(self).__name__}.compute_loss must follow forward on the same features")
+        return level_ids(sizes, cls_logits.device), len(sizes)
 
 
 def drop_background_logits(head_outputs: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:

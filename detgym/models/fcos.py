@@ -18,7 +18,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ._utils import LevelLossMixin, drop_background_logits, level_ids, stack_matches, sum_by_level
+from ._utils import LevelLossMixin, RecordsLevelSizes, drop_background_logits, stack_matches, sum_by_level
 
 __all__ = ["LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead"]
 
@@ -95,7 +95,7 @@ class LevelFCOSRegressionHead(FCOSRegressionHead):
         return sum_by_level(loss_reg, lv, num_levels) / norm, sum_by_level(loss_ctr, lv, num_levels) / norm
 
 
-class LevelFCOSHead(FCOSHead):
+class LevelFCOSHead(RecordsLevelSizes, FCOSHead):
     """FCOS head whose ``compute_loss`` returns ``[num_levels]`` tensors.
 
     Unlike torchvision's FCOSHead it takes the branch norm layer and conv count (torchvision fixes
@@ -126,12 +126,10 @@ class LevelFCOSHead(FCOSHead):
             in_channels, num_anchors, num_classes, num_convs, norm_layer=norm_layer
         )
         self.regression_head = LevelFCOSRegressionHead(in_channels, num_anchors, num_convs, norm_layer=norm_layer)
-        self._locations_per_level: list[int] = []
 
     def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
         """torchvision's head outputs; also records the number of locations per level."""
-        a = self.classification_head.num_anchors
-        self._locations_per_level = [int(f.shape[-2] * f.shape[-1] * a) for f in x]
+        self._record_level_sizes(x)
         return super().forward(x)
 
     def compute_loss(
@@ -142,17 +140,14 @@ class LevelFCOSHead(FCOSHead):
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
         """Per-level classification / bbox_regression / bbox_ctrness for the last ``forward``."""
-        sizes = self._locations_per_level
-        if sum(sizes) != head_outputs["cls_logits"].shape[1]:
-            raise RuntimeError("LevelFCOSHead.compute_loss must follow forward on the same features")
-        levels = level_ids(sizes, head_outputs["cls_logits"].device)
+        levels, num_levels = self._level_ids(head_outputs)
         matched, gt_index, all_boxes, all_labels = stack_matches(targets, matched_idxs)
         foreground = matched >= 0
         img, loc = torch.nonzero(foreground, as_tuple=True)
         gt_fg = gt_index[img, loc]
         num_foreground = int(img.numel())
         cls = self.classification_head.compute_level_loss(
-            head_outputs, foreground, all_labels[gt_fg], levels, len(sizes), num_foreground
+            head_outputs, foreground, all_labels[gt_fg], levels, num_levels, num_foreground
         )
         reg, ctr = self.regression_head.compute_level_loss(
             self.box_coder,
@@ -162,7 +157,7 @@ class LevelFCOSHead(FCOSHead):
             img,
             loc,
             levels,
-            len(sizes),
+            num_levels,
             num_foreground,
         )
         return {"classification": cls, "bbox_regression": reg, "bbox_ctrness": ctr}

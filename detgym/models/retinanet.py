@@ -26,9 +26,9 @@ from torchvision.ops import sigmoid_focal_loss
 from ._utils import (
     BETWEEN_THRESHOLDS,
     LevelLossMixin,
+    RecordsLevelSizes,
     box_loss_per_box,
     drop_background_logits,
-    level_ids,
     stack_matches,
     sum_by_level,
 )
@@ -46,7 +46,8 @@ def _truncate_convs(head: nn.Module, num_convs: int) -> None:
     # module names (conv.0, conv.1, ...) and the init of the remaining blocks identical.
     if not 1 <= num_convs <= 4:
         raise ValueError(f"num_convs must be in 1..4 for RetinaNet heads, got {num_convs}")
-    head.conv = nn.Sequential(*list(head.conv.children())[:num_convs])
+    if num_convs != 4:
+        head.conv = nn.Sequential(*list(head.conv.children())[:num_convs])
 
 
 class LevelRetinaNetClassificationHead(RetinaNetClassificationHead):
@@ -62,8 +63,7 @@ class LevelRetinaNetClassificationHead(RetinaNetClassificationHead):
         num_convs: int = 4,
     ) -> None:
         super().__init__(in_channels, num_anchors, num_classes, prior_probability, norm_layer=norm_layer)
-        if num_convs != 4:
-            _truncate_convs(self, num_convs)
+        _truncate_convs(self, num_convs)
 
     def compute_level_loss(
         self,
@@ -109,8 +109,7 @@ class LevelRetinaNetRegressionHead(RetinaNetRegressionHead):
         num_convs: int = 4,
     ) -> None:
         super().__init__(in_channels, num_anchors, norm_layer=norm_layer)
-        if num_convs != 4:
-            _truncate_convs(self, num_convs)
+        _truncate_convs(self, num_convs)
 
     def compute_level_loss(
         self,
@@ -137,7 +136,7 @@ class LevelRetinaNetRegressionHead(RetinaNetRegressionHead):
         return sum_by_level(per_box, levels[anchor], num_levels)
 
 
-class LevelRetinaNetHead(RetinaNetHead):
+class LevelRetinaNetHead(RecordsLevelSizes, RetinaNetHead):
     """RetinaNet head whose ``compute_loss`` returns ``[num_levels]`` tensors.
 
     ``forward`` records how many anchors each level contributes (it is the only place that sees the
@@ -170,12 +169,10 @@ class LevelRetinaNetHead(RetinaNetHead):
             in_channels, num_anchors, norm_layer=norm_layer, num_convs=num_convs
         )
         self.regression_head._loss_type = loss_type
-        self._anchors_per_level: list[int] = []
 
     def forward(self, x: list[Tensor]) -> dict[str, Tensor]:
         """torchvision's head outputs; also records the number of anchors per level."""
-        a = self.classification_head.num_anchors
-        self._anchors_per_level = [int(f.shape[-2] * f.shape[-1] * a) for f in x]
+        self._record_level_sizes(x)
         return super().forward(x)
 
     def compute_loss(
@@ -186,16 +183,13 @@ class LevelRetinaNetHead(RetinaNetHead):
         matched_idxs: list[Tensor],
     ) -> dict[str, Tensor]:
         """Per-level ``{"classification": [L], "bbox_regression": [L]}`` for the last ``forward``."""
-        sizes = self._anchors_per_level
-        if sum(sizes) != head_outputs["cls_logits"].shape[1]:
-            raise RuntimeError("LevelRetinaNetHead.compute_loss must follow forward on the same features")
-        levels = level_ids(sizes, head_outputs["cls_logits"].device)
+        levels, num_levels = self._level_ids(head_outputs)
         return {
             "classification": self.classification_head.compute_level_loss(
-                targets, head_outputs, matched_idxs, levels, len(sizes)
+                targets, head_outputs, matched_idxs, levels, num_levels
             ),
             "bbox_regression": self.regression_head.compute_level_loss(
-                targets, head_outputs, anchors, matched_idxs, levels, len(sizes)
+                targets, head_outputs, anchors, matched_idxs, levels, num_levels
             ),
         }
 
