@@ -19,6 +19,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
 __all__ = [
+    "DenseLevelLossMixin",
     "LevelLossMixin",
     "RecordsLevelSizes",
     "level_ids",
@@ -248,6 +249,30 @@ class RecordsLevelSizes:
         if sum(sizes) != cls_logits.shape[1]:
             raise RuntimeError(f"{type(self).__name__}.compute_loss must follow forward on the same features")
         return level_ids(sizes, cls_logits.device), len(sizes)
+
+
+class DenseLevelLossMixin(LevelLossMixin):
+    """:class:`LevelLossMixin` for the one-stage detectors (RetinaNet, FCOS): one level per anchor-generator size.
+
+    Their ``num_classes`` counts the spare background logit 0 (``build_detector`` passes object classes + 1), which
+    post-processing never reports.
+    """
+
+    def _init_dense_levels(self, level_names: Sequence[str], num_classes: int) -> None:
+        sizes = self.anchor_generator.sizes  # type: ignore[attr-defined]
+        if len(level_names) != len(sizes):
+            raise ValueError(
+                f"level_names has {len(level_names)} entries but the anchor generator has {len(sizes)} levels"
+            )
+        self._init_levels(level_names, num_classes - 1)
+
+    def postprocess_detections(
+        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's post-processing with the background logit 0 excluded (labels 1..num_classes)."""
+        return super().postprocess_detections(  # type: ignore[misc]
+            drop_background_logits(head_outputs), anchors, image_shapes
+        )
 
 
 def drop_background_logits(head_outputs: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:

@@ -18,7 +18,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ._utils import LevelLossMixin, RecordsLevelSizes, drop_background_logits, stack_matches, sum_by_level
+from ._utils import DenseLevelLossMixin, RecordsLevelSizes, stack_matches, sum_by_level
 
 __all__ = ["LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead"]
 
@@ -163,7 +163,7 @@ class LevelFCOSHead(RecordsLevelSizes, FCOSHead):
         return {"classification": cls, "bbox_regression": reg, "bbox_ctrness": ctr}
 
 
-class LevelFCOS(LevelLossMixin, FCOS):
+class LevelFCOS(DenseLevelLossMixin, FCOS):
     """torchvision FCOS with ``level_names``, ``num_levels`` and ``level_losses``.
 
     Args:
@@ -189,18 +189,7 @@ class LevelFCOS(LevelLossMixin, FCOS):
         if not isinstance(head, LevelFCOSHead):
             raise ValueError(f"head must be a LevelFCOSHead, got {type(head).__name__}")
         super().__init__(backbone, num_classes, head=head, **kwargs)
-        if len(level_names) != len(self.anchor_generator.sizes):
-            raise ValueError(
-                f"level_names has {len(level_names)} entries but the anchor generator has "
-                f"{len(self.anchor_generator.sizes)} levels"
-            )
-        self._init_levels(level_names, num_classes - 1)
-
-    def postprocess_detections(
-        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """torchvision's post-processing with the background logit 0 excluded (labels 1..num_classes)."""
-        return super().postprocess_detections(drop_background_logits(head_outputs), anchors, image_shapes)
+        self._init_dense_levels(level_names, num_classes)
 
     @classmethod
     def from_torchvision(cls, model: FCOS, level_names: Sequence[str]) -> "LevelFCOS":

@@ -25,10 +25,9 @@ from torchvision.ops import sigmoid_focal_loss
 
 from ._utils import (
     BETWEEN_THRESHOLDS,
-    LevelLossMixin,
+    DenseLevelLossMixin,
     RecordsLevelSizes,
     box_loss_per_box,
-    drop_background_logits,
     stack_matches,
     sum_by_level,
 )
@@ -194,7 +193,7 @@ class LevelRetinaNetHead(RecordsLevelSizes, RetinaNetHead):
         }
 
 
-class LevelRetinaNet(LevelLossMixin, RetinaNet):
+class LevelRetinaNet(DenseLevelLossMixin, RetinaNet):
     """torchvision RetinaNet with ``level_names``, ``num_levels`` and ``level_losses``.
 
     Args:
@@ -222,18 +221,7 @@ class LevelRetinaNet(LevelLossMixin, RetinaNet):
         if not isinstance(head, LevelRetinaNetHead):
             raise ValueError(f"head must be a LevelRetinaNetHead, got {type(head).__name__}")
         super().__init__(backbone, num_classes, head=head, **kwargs)
-        if len(level_names) != len(self.anchor_generator.sizes):
-            raise ValueError(
-                f"level_names has {len(level_names)} entries but the anchor generator has "
-                f"{len(self.anchor_generator.sizes)} levels"
-            )
-        self._init_levels(level_names, num_classes - 1)
-
-    def postprocess_detections(
-        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """torchvision's post-processing with the background logit 0 excluded (labels 1..num_classes)."""
-        return super().postprocess_detections(drop_background_logits(head_outputs), anchors, image_shapes)
+        self._init_dense_levels(level_names, num_classes)
 
     @classmethod
     def from_torchvision(cls, model: RetinaNet, level_names: Sequence[str]) -> "LevelRetinaNet":
