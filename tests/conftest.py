@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# One torch thread for the whole suite: the test models are tiny (32-128 px), and two OpenMP threads per
+# process lose several times over to any other load on a 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,6 @@ from detgym.data.augment import (
     transform_boxes,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (2 OpenMP threads contend badly on the shared 2-core machine); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 GEOMETRY_ONLY = AugmentConfig(color_jitter_prob=0.0, svhn_policy_prob=0.0, affine_prob=1.0)
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.error import ResetNeeded
 
 import detgym  # noqa: F401  registers the ids
@@ -22,15 +21,6 @@ from detgym.train import NonFiniteLossError
 from detgym.weighting import decrease_rate, interval_reward, scheme_weights
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny 32 px models gain nothing from a second thread, and on a shared 2-core machine it costs up to 5x
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,10 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import detgym  # noqa: F401
 from agents.sb3 import make_env, make_sb3, make_vec
 from detgym.envs.loss_weight import DetLossWeightContinuousEnv, DetLossWeightEnv
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # tiny 32 px models gain nothing from a second thread, and on a shared 2-core machine it costs up to 5x
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

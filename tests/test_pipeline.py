@@ -17,16 +17,6 @@ from detgym.pipeline.strings import DetectionTable
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--image-size", "96", "--no-progress", "--seed", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads per process lose more to contention than
-    they gain (measured: several times slower under load); restored for the other test files."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
     """A paper-004 layout (train/ valid/ test/ + train.json valid.json test.json): 32 / 8 / 8 images at 96 px."""
