@@ -39,9 +39,9 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # Sized to about two minutes on a 2-core CPU (measured 13 / 17 / 6.4 it/s at batch 8, 128 px, 2 threads).
+    # Sized to about two minutes on a 2-core CPU (measured 13 / 15 / 7 it/s at batch 8, 128 px, 2 threads).
     "retinanet-tiny": Recipe("retinanet", train=TrainConfig(iterations=1500, lr=2e-3, warmup_iters=100)),
-    "fcos-tiny": Recipe("fcos", train=TrainConfig(iterations=2000, lr=2e-3, warmup_iters=100)),
+    "fcos-tiny": Recipe("fcos", train=TrainConfig(iterations=1800, lr=2e-3, warmup_iters=100)),
     "fasterrcnn-tiny": Recipe("fasterrcnn", train=TrainConfig(iterations=750, lr=2e-3, warmup_iters=75)),
     # GPU recipes: torchvision's resnet50-FPN detectors at their default resolution, the 1x schedule of paper 000
     # (SGD 0.01, batch 8, 90k iterations, steps at 2/3 and 8/9) scaled to the data by the caller.
