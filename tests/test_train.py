@@ -119,3 +119,12 @@ def test_evaluate_returns_coco_stats(tiny_digits):
     assert all(-1.0 <= v <= 1.0 for v in stats.values())
     results = t.predict()
     assert all(r["category_id"] in range(1, 11) and len(r["bbox"]) == 4 for r in results)
+
+
+def test_backbone_learns_at_its_own_rate(tiny_digits):
+    t = _trainer(tiny_digits, "fasterrcnn", backbone_lr_mult=0.5, warmup_iters=0)
+    head, body = t.optimizer.param_groups
+    assert body["lr"] == pytest.approx(0.5 * head["lr"])
+    body_ids = {id(p) for p in t.model.backbone.body.parameters()}
+    assert {id(p) for p in body["params"]} == body_ids
+    assert not body_ids & {id(p) for p in head["params"]}
