@@ -122,7 +122,7 @@ def test_evaluate_returns_coco_stats(tiny_digits):
 
 
 def test_backbone_learns_at_its_own_rate(tiny_digits):
-    t = _trainer(tiny_digits, "fasterrcnn", backbone_lr_mult=0.5, warmup_iters=0)
+    t = _trainer(tiny_digits, "fasterrcnn", backbone_lr_mult=0.5)
     head, body = t.optimizer.param_groups
     assert body["lr"] == pytest.approx(0.5 * head["lr"])
     body_ids = {id(p) for p in t.model.backbone.body.parameters()}
