@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detgym.data.io import atomic_savefig, atomic_write_bytes  # noqa: E402  (after the path insert)
 
 #: Agent names (agents.make_agent): the paper's table 3 rows plus RLO and a random baseline.
 DEFAULT_AGENTS = ("uniform", "avw", "a1", "a2", "rlo", "random")
@@ -93,16 +94,7 @@ def load_results(path: Path) -> dict[str, dict]:
 
 def save_results(path: Path, results: dict[str, dict]) -> None:
     """Write every run so far, atomically (temporary file in the same directory, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"runs": list(results.values())}, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, json.dumps({"runs": list(results.values())}, indent=1).encode())
 
 
 # ------------------------------------------------------------------------------------------------ stats
@@ -154,12 +146,11 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     keys: list[str] = []
     for r in rows:
         keys.extend(k for k in r if k not in keys)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def plot_summary(path: Path, rows: list[dict], title: str = "") -> None:
@@ -180,15 +171,10 @@ def plot_summary(path: Path, rows: list[dict], title: str = "") -> None:
     ax.set_title(title or "DetLossWeight ablation (paper 000, table 3)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        atomic_savefig(fig, path, dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

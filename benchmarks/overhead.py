@@ -18,15 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detgym.data.io import atomic_write_bytes  # noqa: E402  (after the path insert)
 
 
 def measure(preset: str = "default", rounds: int = 8, warmup: int = 1, action: int = 0, seed: int = 0,
@@ -123,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({res['overhead_direct_ms_per_step']:.3f} ms per step)"
     )
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(res, fh, indent=2)
-        os.replace(tmp, out)
+        atomic_write_bytes(Path(args.json), json.dumps(res, indent=2).encode())
     return 0
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detgym.data.io import atomic_savefig  # noqa: E402  (after the path insert)
 
 LABELS = ("a0 (AVW: max variance drop)", "a1 (min loss)", "a2 (max loss)", "a3 (uniform)")
 
@@ -69,18 +70,10 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "RLO action probabilities over training (paper 000)")
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
+        return atomic_savefig(fig, out, dpi=120)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
 
 
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:

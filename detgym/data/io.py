@@ -85,6 +85,13 @@ def atomic_write_json(
     return atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+def atomic_savefig(fig: Any, path: str | os.PathLike[str], *, dpi: int = 100, fsync: bool = False) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    buffer = _io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue(), fsync=fsync)
+
+
 def _cleanup_stale_tmp(parent: Path) -> None:
     """Remove temporary build directories abandoned by crashed processes (best effort)."""
     now = time.time()

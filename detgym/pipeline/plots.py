@@ -5,11 +5,10 @@ Drawn with matplotlib's Agg backend (no display needed) and written atomically.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from detgym.data.io import atomic_write_bytes
+from detgym.data.io import atomic_savefig
 
 __all__ = ["LOSS_TITLES", "plot_history"]
 
@@ -83,6 +82,4 @@ def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_
 
 
 def _save(fig: Any, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return atomic_write_bytes(path, buf.getvalue(), fsync=False)
+    return atomic_savefig(fig, path, dpi=90)
