@@ -219,26 +219,23 @@ def bench_image_ap(args: argparse.Namespace) -> None:
     t = median_time(lambda: image_ap(db, ds, dl, gb, gl, keep, backend="numpy"), args.repeats)
     rows.append(("detgym image_ap (NumPy fallback)", t, t / K))
     n_ref = min(K, args.ref_subsets)
-    copies = [copy.deepcopy(per_subset[i % K]) for i in range(n_ref * args.repeats)]
-    # pycocotools: time n_ref distinct subsets per repeat, fresh copies (loadRes modifies its input)
-    times = []
-    for r in range(args.repeats):
-        batch = copies[r * n_ref:(r + 1) * n_ref]
-        t0 = time.perf_counter()
-        for d in batch:
-            pyc(d)
-        times.append((time.perf_counter() - t0) / n_ref)
-    rows.append(("pycocotools, one evaluation per subset", None, statistics.median(times)))
-    if HAVE_FCE:
+
+    def per_subset_time(evaluate) -> float:
+        """Median seconds per call over ``repeats`` batches of n_ref distinct subsets, each on a fresh copy
+        (loadRes modifies its input)."""
         copies = [copy.deepcopy(per_subset[i % K]) for i in range(n_ref * args.repeats)]
         times = []
         for r in range(args.repeats):
             batch = copies[r * n_ref:(r + 1) * n_ref]
             t0 = time.perf_counter()
             for d in batch:
-                fce(d)
+                evaluate(d)
             times.append((time.perf_counter() - t0) / n_ref)
-        rows.append(("faster-coco-eval, one evaluation per subset", None, statistics.median(times)))
+        return statistics.median(times)
+
+    rows.append(("pycocotools, one evaluation per subset", None, per_subset_time(pyc)))
+    if HAVE_FCE:
+        rows.append(("faster-coco-eval, one evaluation per subset", None, per_subset_time(fce)))
 
     base = rows[0][2]
     print(f"{'method':<46}{'per call':>12}{'per subset':>14}{'x image_ap':>12}")
