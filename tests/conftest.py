@@ -10,6 +10,17 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture
+def private_digits_cache(tmp_path, monkeypatch):
+    """A per-test digits cache (``$DETGYM_CACHE``) and an empty in-process cache before and after the test."""
+    from detgym.data import clear_memory_cache
+
+    monkeypatch.setenv("DETGYM_CACHE", str(tmp_path / "cache"))
+    clear_memory_cache()
+    yield
+    clear_memory_cache()
+
+
 @pytest.fixture(scope="session")
 def digits_cache(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("detgym-cache")

@@ -16,7 +16,6 @@ from detgym.data import (
     DetectionDataset,
     DigitsConfig,
     atomic_write_json,
-    clear_memory_cache,
     generate_digits,
     load_coco,
     load_dataset,
@@ -24,13 +23,7 @@ from detgym.data import (
     write_digits,
 )
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DETGYM_CACHE", str(tmp_path / "cache"))
-    clear_memory_cache()
-    yield
-    clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("private_digits_cache")
 
 
 def _make_coco(tmp_path: Path, anns=None, cats=None, images=None, sizes=((40, 30), (20, 20))) -> tuple[Path, Path]:

@@ -23,13 +23,7 @@ from detgym.data import (
 
 TINY = DigitsConfig(train_size=20, val_size=6, test_size=6)
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DETGYM_CACHE", str(tmp_path / "cache"))
-    clear_memory_cache()
-    yield
-    clear_memory_cache()
+pytestmark = pytest.mark.usefixtures("private_digits_cache")
 
 
 def _same(a, b) -> bool:
