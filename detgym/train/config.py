@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
+
+from detgym._validation import check_choice, replace_fields
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "multistep", "constant")
@@ -42,9 +43,9 @@ class TrainConfig:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("device", self.device, DEVICES)
+        check_choice("TrainConfig.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("TrainConfig.schedule", self.schedule, SCHEDULES)
+        check_choice("TrainConfig.device", self.device, DEVICES)
         for name in ("iterations", "batch_size", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -57,15 +58,5 @@ class TrainConfig:
         self.milestones = tuple(sorted(self.milestones))
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A copy with some fields changed (validated again)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig field(s) {sorted(unknown)}; accepted: {[f.name for f in dataclasses.fields(self)]}"
-            )
-        return dataclasses.replace(self, **changes)
-
-
-def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ValueError(f"TrainConfig.{name}={value!r} is not supported; accepted: {', '.join(accepted)}")
+        """A copy with some fields changed (validated again); unknown names raise ValueError listing the fields."""
+        return replace_fields(self, **changes)

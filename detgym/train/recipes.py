@@ -10,9 +10,10 @@ from these, so a change here changes them together.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from detgym._validation import replace_fields
 
 from .config import TrainConfig
 
@@ -28,7 +29,8 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def replace(self, **changes: Any) -> "Recipe":
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed; unknown names raise ValueError listing the accepted ones."""
+        return replace_fields(self, **changes)
 
     def build_model(self, num_classes: int = 10, **overrides: Any):
         """Build this recipe's detector (``overrides`` win over ``model_kwargs``)."""
