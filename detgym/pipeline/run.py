@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from detgym.data.io import atomic_write_json
-from detgym.train.checkpoint import atomic_torch_save, load_checkpoint_file
+from detgym.train.checkpoint import atomic_torch_save, load_plain
 
 __all__ = ["RunConfig", "RunDir", "build_run_model", "set_score_threshold", "CHECKPOINT_CHOICES"]
 
@@ -230,21 +230,17 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str], map_locat
     """Load the ``"model"`` weights of a detgym checkpoint (or a bare state dict) into ``model``.
 
     Returns the checkpoint's ``"pipeline"`` metadata (empty when absent). Raises ValueError naming the
-    file when the weights do not fit the model (another family / backbone / ResFPN / class count).
+    file when the weights do not fit the model (another family / backbone / ResFPN / class count), and
+    :class:`detgym.train.UnsafeCheckpointError` (a ValueError) when the file is not plain data: it is never run.
     """
     path = Path(path)
-    try:
-        state = load_checkpoint_file(path, map_location=map_location)
-        weights = state["model"]
-    except ValueError:
-        # A bare state dict (e.g. torch.save(model.state_dict())) is accepted too.
-        try:
-            raw = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"checkpoint {path} could not be read ({exc})") from exc
-        if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-            raise ValueError(f"checkpoint {path} is neither a detgym checkpoint nor a model state dict") from None
-        state, weights = {}, raw
+    raw = load_plain(path, map_location=map_location)  # plain data only: a crafted file is refused, never run
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        state, weights = raw, raw["model"]
+    elif isinstance(raw, dict) and raw and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        state, weights = {}, raw  # a bare state dict (e.g. torch.save(model.state_dict())) is accepted too
+    else:
+        raise ValueError(f"checkpoint {path} is neither a detgym checkpoint nor a model state dict")
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
