@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from detgym._validation import check_choice, replace_fields
 from detgym.models import build_detector
-from detgym.train import NonFiniteLossError, TrainConfig, Trainer, lr_factor
+from detgym.train import (NonFiniteLossError, Recipe, TrainConfig, Trainer, backbone_trunk, get_recipe, lr_factor,
+                          predict_coco)
 
 
-def _trainer(tiny_digits, family="fcos", **cfg):
+def _trainer(tiny_digits, family="fcos", res_fpn=False, **cfg):
     train, val = tiny_digits
     torch.manual_seed(0)
-    model = build_detector(family, num_classes=10, image_size=96)
+    model = build_detector(family, num_classes=10, image_size=96, res_fpn=res_fpn)
     config = TrainConfig(iterations=20, batch_size=2, warmup_iters=2, seed=3, **cfg)
     return Trainer(model, train, val, config)
 
@@ -35,6 +37,24 @@ def test_schedule_warmup_cosine_and_multistep():
 def test_config_rejects_bad_values(change, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig().replace(**change)
+
+
+def test_choice_and_replace_messages_name_the_value_and_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"^TrainConfig\.optimizer must be one of 'adamw', 'sgd'; got 'adam'$"):
+        TrainConfig(optimizer="adam")
+    assert check_choice("family", "fcos", ("retinanet", "fcos")) == "fcos"
+    with pytest.raises(ValueError, match=r"^family must be one of 'a', 'b'; got 3$"):
+        check_choice("family", 3, ("a", "b"))
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['lrr'\]; accepted: iterations, batch_size"):
+        TrainConfig().replace(lrr=1.0)
+    # Recipe.replace used to accept any name silently (dataclasses.replace raises TypeError only for some)
+    recipe = get_recipe("fcos-tiny")
+    with pytest.raises(ValueError, match=r"unknown Recipe field\(s\) \['nope'\]; accepted: family, backbone, "):
+        recipe.replace(nope=1)
+    assert recipe.replace(backbone="mobilenet").backbone == "mobilenet" and recipe.backbone == "tiny"
+    assert isinstance(recipe.replace(image_size=64), Recipe)
+    with pytest.raises(TypeError):
+        replace_fields(TrainConfig, lr=1.0)
 
 
 @pytest.mark.parametrize("family", ["retinanet", "fcos", "fasterrcnn"])
@@ -128,3 +148,57 @@ def test_backbone_learns_at_its_own_rate(tiny_digits):
     body_ids = {id(p) for p in t.model.backbone.body.parameters()}
     assert {id(p) for p in body["params"]} == body_ids
     assert not body_ids & {id(p) for p in head["params"]}
+
+
+def test_res_fpn_trains_fpn_and_blocks_at_the_full_rate(tiny_digits):
+    # ResFPN names the whole FPN backbone `body`: the trunk is backbone.body.body, the FPN belongs to the head
+    t = _trainer(tiny_digits, "fasterrcnn", res_fpn=True, backbone_lr_mult=0.5)
+    backbone = t.model.backbone
+    assert type(backbone).__name__ == "ResFPN"
+    head, body = t.optimizer.param_groups
+    assert body["lr"] == pytest.approx(0.5 * head["lr"])
+    assert backbone_trunk(t.model) is backbone.body.body
+    trunk_ids = {id(p) for p in backbone.body.body.parameters()}
+    head_ids = {id(p) for p in head["params"]}
+    assert {id(p) for p in body["params"]} == trunk_ids
+    fpn_ids = {id(p) for p in backbone.body.fpn.parameters()}
+    block_ids = {id(p) for p in backbone.blocks.parameters()}
+    assert fpn_ids and block_ids and (fpn_ids | block_ids) <= head_ids
+    assert head_ids | trunk_ids == {id(p) for p in t.model.parameters()}
+
+
+def _reference_predict_coco(model, dataset, batch_size):
+    """predict_coco as it was before the eval loop was shared with `detgym predict`."""
+    model.eval()
+    lookup = np.zeros(max(dataset.label_to_category_id) + 1, dtype=np.int64)
+    for label, cat in dataset.label_to_category_id.items():
+        lookup[label] = cat
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            idx = list(range(start, min(start + batch_size, len(dataset))))
+            images, _ = dataset.batch(idx)
+            for i, out in zip(idx, model(images)):
+                boxes = out["boxes"].float().cpu().numpy()
+                xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+                cats = lookup[out["labels"].cpu().numpy()]
+                scores = out["scores"].float().cpu().numpy()
+                results.extend(
+                    {"image_id": int(dataset.image_ids[i]), "category_id": int(c), "bbox": [float(v) for v in b],
+                     "score": float(s)} for b, c, s in zip(xywh, cats, scores)
+                )
+    model.train()
+    return results
+
+
+def test_predict_coco_is_unchanged_by_the_shared_eval_loop(tiny_digits):
+    t = _trainer(tiny_digits, "retinanet")
+    for _ in range(3):
+        t.step()
+    t.model.score_thresh = 0.0  # keep the untrained detector's low-score boxes: something to compare
+    val = tiny_digits[1]
+    expected = _reference_predict_coco(t.model, val, batch_size=5)
+    assert len({r["image_id"] for r in expected}) == len(val)
+    got = predict_coco(t.model, val, batch_size=5)
+    assert got == expected
+    assert t.model.training  # mode restored

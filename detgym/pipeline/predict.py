@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
 from detgym.data.io import atomic_write_bytes, atomic_write_json, read_image
@@ -152,6 +151,31 @@ def _batches(files: Sequence[Path], batch_size: int, workers: int) -> Iterator[t
             yield s, [f.result() for f in futs]
 
 
+def _csv_threshold(run: RunDir, threshold: float | None, log: Callable[[str], None]) -> tuple[float, str]:
+    """The threshold of pred.csv and where it came from: ``--threshold``, the run's stored one, or the default."""
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"--threshold = {threshold} is invalid; accepted: a number in [0, 1]")
+        return float(threshold), "--threshold"
+    stored = run.read_threshold()
+    if stored is not None:
+        return float(stored["threshold"]), f"stored in {run.threshold_file.name}"
+    log(f"note: {run.path} has no stored threshold (run `detgym find-threshold --run {run.path}`); "
+        f"pred.csv uses {DEFAULT_THRESHOLD}")
+    return DEFAULT_THRESHOLD, "default"
+
+
+def _pred_csv(results: list[dict[str, Any]], ids: Sequence[int], threshold: float, names: dict[int, str]) -> bytes:
+    """pred.csv: ``image_id,pred_label`` per image in increasing id, the digits at ``threshold`` left to right."""
+    strings = DetectionTable(results, ids).strings(threshold, names)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image_id", "pred_label"])
+    for iid in sorted(strings):
+        w.writerow([iid, strings[iid]])
+    return buf.getvalue().encode("utf-8")
+
+
 def predict_directory(
     run_dir: str | os.PathLike[str],
     images: str | os.PathLike[str],
@@ -172,7 +196,7 @@ def predict_directory(
         FileNotFoundError: the run, its checkpoint, the image directory or ``ann`` is missing (naming it).
         ValueError: an unreadable image file (naming it), a malformed ``ann``, a bad threshold.
     """
-    from detgym.train import resolve_device
+    from detgym.train import predict_batches, resolve_device
     from tqdm.auto import tqdm
 
     if batch_size < 1:
@@ -180,18 +204,7 @@ def predict_directory(
     run = RunDir(run_dir)
     cfg = run.read_config()
     ckpt = run.checkpoint_path(checkpoint)
-    if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"--threshold = {threshold} is invalid; accepted: a number in [0, 1]")
-        thr, source = float(threshold), "--threshold"
-    else:
-        stored = run.read_threshold()
-        if stored is not None:
-            thr, source = float(stored["threshold"]), f"stored in {run.threshold_file.name}"
-        else:
-            thr, source = DEFAULT_THRESHOLD, "default"
-            log(f"note: {run.path} has no stored threshold (run `detgym find-threshold --run {run.path}`); "
-                f"pred.csv uses {DEFAULT_THRESHOLD}")
+    thr, source = _csv_threshold(run, threshold, log)
     files = list_images(images)
     ids, id_source = assign_image_ids(files, ann)
     out = Path(out).expanduser()
@@ -203,43 +216,28 @@ def predict_directory(
     load_model_weights(model, ckpt, map_location="cpu")
     model.to(dev).eval()
     c2name = cfg.class_names
-    label_to_cat = np.zeros(max(cfg.label_to_category_id) + 1, dtype=np.int64)
-    for lab, cat in cfg.label_to_category_id.items():
-        label_to_cat[lab] = cat
 
-    results: list[dict[str, Any]] = []
+    def batches() -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+        for start, imgs in _batches(files, batch_size, num_workers):
+            yield ids[start : start + len(imgs)], [im.to(dev, non_blocking=True).float().div_(255.0) for im in imgs]
+
     t0 = time.perf_counter()
     model_s = 0.0
-    with torch.inference_mode(), tqdm(total=len(files), desc="predict", unit="img", disable=not progress,
-                                      leave=False, dynamic_ncols=True) as bar:
-        for start, imgs in _batches(files, batch_size, num_workers):
-            batch = [im.to(dev, non_blocking=True).float().div_(255.0) for im in imgs]
-            t1 = time.perf_counter()
-            outs = model(batch)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            model_s += time.perf_counter() - t1
-            for k, o in enumerate(outs):
-                boxes = o["boxes"].float().cpu().numpy()
-                scores = o["scores"].float().cpu().numpy()
-                cats = label_to_cat[o["labels"].cpu().numpy()]
-                iid = ids[start + k]
-                for b, s, c in zip(boxes, scores, cats):
-                    results.append({"image_id": iid, "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
-                                                              float(b[3] - b[1])],
-                                    "score": float(s), "category_id": int(c)})
-            bar.update(len(imgs))
+    with tqdm(total=len(files), desc="predict", unit="img", disable=not progress, leave=False,
+              dynamic_ncols=True) as bar:
+
+        def on_batch(n_images: int, seconds: float) -> None:
+            nonlocal model_s
+            model_s += seconds
+            bar.update(n_images)
+
+        results = predict_batches(model, batches(), cfg.label_to_category_id, on_batch=on_batch)
     elapsed = time.perf_counter() - t0
 
-    strings = DetectionTable(results, ids).strings(thr, c2name)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["image_id", "pred_label"])
-    for iid in sorted(strings):
-        w.writerow([iid, strings[iid]])
+    csv_bytes = _pred_csv(results, ids, thr, c2name)
     out.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_json(out / "pred.json", results)
-    csv_path = atomic_write_bytes(out / "pred.csv", buf.getvalue().encode("utf-8"))
+    csv_path = atomic_write_bytes(out / "pred.csv", csv_bytes)
     report = PredictReport(len(files), len(results), thr, source, json_path, csv_path, elapsed, model_s, id_source)
     log(f"{report.images} images ({id_source}), {report.detections} detections -> {json_path}; digit strings at "
         f"threshold {thr:.3f} ({source}) -> {csv_path}")

@@ -1,10 +1,11 @@
 """Training: :class:`Trainer` (one iteration with given per-level loss weights), schedules, checkpoints."""
 
-from .checkpoint import atomic_torch_save, load_checkpoint_file
+from .checkpoint import UnsafeCheckpointError, atomic_torch_save, load_checkpoint_file, load_plain
 from .config import TrainConfig
+from .detections import detections_to_coco, predict_batches, predict_coco
 from .recipes import RECIPES, Recipe, get_recipe
 from .schedule import lr_factor
-from .trainer import NonFiniteLossError, StepResult, Trainer, predict_coco, resolve_device
+from .trainer import NonFiniteLossError, StepResult, Trainer, backbone_trunk, resolve_device
 
 __all__ = [
     "NonFiniteLossError",
@@ -13,10 +14,15 @@ __all__ = [
     "StepResult",
     "TrainConfig",
     "Trainer",
+    "UnsafeCheckpointError",
     "atomic_torch_save",
+    "backbone_trunk",
+    "detections_to_coco",
     "get_recipe",
     "load_checkpoint_file",
+    "load_plain",
     "lr_factor",
+    "predict_batches",
     "predict_coco",
     "resolve_device",
 ]

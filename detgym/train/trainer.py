@@ -12,9 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from detgym.tensorboard import TensorBoardLogger
+
 from .checkpoint import atomic_torch_save, load_checkpoint_file
 from .config import TrainConfig
+from .detections import predict_coco
 from .schedule import lr_factor
+
+__all__ = ["NonFiniteLossError", "StepResult", "Trainer", "backbone_trunk", "predict_coco", "resolve_device"]
 
 
 class NonFiniteLossError(ValueError):
@@ -54,6 +59,22 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainConfig.device='cuda' but CUDA is not available; use 'auto' or 'cpu'")
     return torch.device(device)
+
+
+def backbone_trunk(model: nn.Module) -> nn.Module | None:
+    """The CNN trunk of a detector's backbone: what ``TrainConfig.backbone_lr_mult`` scales.
+
+    torchvision's ``BackboneWithFPN`` keeps the trunk in ``backbone.body`` and the FPN in ``backbone.fpn``;
+    :class:`detgym.models.ResFPN` wraps such a backbone as its own ``body`` (beside its residual ``blocks``),
+    so there the trunk is ``backbone.body.body``. The FPN and the ResFPN blocks belong to the head's group.
+    ``None`` when the model has no such backbone.
+    """
+    from detgym.models.res_fpn import ResFPN
+
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, ResFPN):
+        backbone = backbone.body
+    return getattr(backbone, "body", None)
 
 
 class Trainer:
@@ -109,11 +130,7 @@ class Trainer:
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
         self._ones = torch.ones(self.num_levels, device=self.device)
-        self._writer = None
-        if log_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(log_dir))
+        self._tb = TensorBoardLogger(log_dir)
         self.model.train()
 
     # ------------------------------------------------------------------ training
@@ -160,7 +177,7 @@ class Trainer:
             lr=lr,
             iteration=self.iteration,
         )
-        if self._writer is not None:
+        if self._tb.enabled:
             self._log_step(result)
         return result
 
@@ -194,7 +211,8 @@ class Trainer:
     def predict(self, dataset: Any | None = None, *, batch_size: int | None = None) -> list[dict[str, Any]]:
         """Detections of the current model on ``dataset`` (default: the val set) as a COCO results list."""
         dataset = self._eval_set(dataset)
-        return predict_coco(self.model, dataset, batch_size=batch_size or self.config.eval_batch_size, device=self.device)
+        batch_size = batch_size or self.config.eval_batch_size
+        return predict_coco(self.model, dataset, batch_size=batch_size, device=self.device)
 
     def evaluate(self, dataset: Any | None = None, *, batch_size: int | None = None) -> dict[str, float]:
         """COCO stats (AP, AP50, ..., ARl) of the current model on ``dataset`` (default: the val set)."""
@@ -202,9 +220,7 @@ class Trainer:
 
         dataset = self._eval_set(dataset)
         stats = coco_evaluate(dataset.coco_gt(), self.predict(dataset, batch_size=batch_size))
-        if self._writer is not None:
-            for k, v in stats.items():
-                self._writer.add_scalar(f"val/{k}", v, self.iteration)
+        self._tb.scalars("val", stats, self.iteration)
         return stats
 
     # --------------------------------------------------------------- checkpoints
@@ -244,14 +260,13 @@ class Trainer:
         self.load_state_dict(load_checkpoint_file(path, map_location=self.device))
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the TensorBoard event file (safe to call twice)."""
+        self._tb.close()
 
     # ------------------------------------------------------------------ internals
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        backbone = getattr(getattr(self.model, "backbone", None), "body", None)
+        backbone = backbone_trunk(self.model)
         backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
         head = [p for p in self.model.parameters() if p.requires_grad and id(p) not in backbone_ids]
         body = [p for p in self.model.parameters() if p.requires_grad and id(p) in backbone_ids]
@@ -315,47 +330,10 @@ class Trainer:
         return dataset
 
     def _log_step(self, r: StepResult) -> None:
-        w = self._writer
+        tb, step = self._tb, r.iteration
         names = getattr(self.model, "level_names", [str(i) for i in range(self.num_levels)])
-        w.add_scalar("train/loss_total", r.total, r.iteration)
-        w.add_scalar("train/lr", r.lr, r.iteration)
-        for i, name in enumerate(names):
-            w.add_scalar(f"train/level_loss/{name}", r.level_losses[i], r.iteration)
-            w.add_scalar(f"train/level_weight/{name}", r.weights[i], r.iteration)
-        for term, v in r.parts.items():
-            w.add_scalar(f"train/{term}", float(v.sum()), r.iteration)
-
-
-@torch.inference_mode()
-def predict_coco(
-    model: nn.Module, dataset: Any, *, batch_size: int = 16, device: torch.device | str | None = None
-) -> list[dict[str, Any]]:
-    """Run ``model`` in eval mode over ``dataset`` and return its detections as a COCO results list.
-
-    Labels are mapped back to the dataset's COCO category ids and boxes written as ``[x, y, w, h]``.
-    The model's train/eval mode is restored afterwards.
-    """
-    was_training = model.training
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
-    lookup = np.zeros(max(dataset.label_to_category_id) + 1, dtype=np.int64)
-    for label, cat in dataset.label_to_category_id.items():
-        lookup[label] = cat
-    results: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(dataset), batch_size):
-            idx = list(range(start, min(start + batch_size, len(dataset))))
-            images, _ = dataset.batch(idx, device=device)
-            for i, out in zip(idx, model(images)):
-                boxes = out["boxes"].float().cpu().numpy()
-                xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-                cats = lookup[out["labels"].cpu().numpy()]
-                scores = out["scores"].float().cpu().numpy()
-                image_id = int(dataset.image_ids[i])
-                results.extend(
-                    {"image_id": image_id, "category_id": int(c), "bbox": [float(v) for v in b], "score": float(s)}
-                    for b, c, s in zip(xywh, cats, scores)
-                )
-    finally:
-        model.train(was_training)
-    return results
+        tb.scalar("train/loss_total", r.total, step)
+        tb.scalar("train/lr", r.lr, step)
+        tb.scalars("train/level_loss", dict(zip(names, r.level_losses)), step)
+        tb.scalars("train/level_weight", dict(zip(names, r.weights)), step)
+        tb.scalars("train", {term: v.sum() for term, v in r.parts.items()}, step)
