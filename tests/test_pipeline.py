@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import signal
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +16,7 @@ from detgym.cli import main
 from detgym.data import DigitsConfig, write_digits
 from detgym.pipeline import RunDir, pick_best, threshold_grid
 from detgym.pipeline.strings import DetectionTable
+from detgym.train import load_checkpoint_file
 
 TRAIN_ARGS = ["--epochs", "2", "--batch-size", "8", "--image-size", "96", "--no-progress", "--seed", "1"]
 
@@ -26,9 +30,27 @@ def digits_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(digits_dir, tmp_path_factory):
+    """One finished run, built once; tests read it and never write into it (see :func:`run_copy`)."""
     run = tmp_path_factory.mktemp("runs") / "run"
     assert main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS]) == 0
     return run
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A private copy of the trained run, for a test that writes into it (threshold.json, ...)."""
+    copy = tmp_path / "run_copy"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+@pytest.fixture
+def interactive_sigint():
+    """SIGINT handled as in an interactive shell (Python's default handler), whatever the test process was started
+    with (``nohup`` and background jobs ignore SIGINT); the previous handler is put back afterwards."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
 
 
 def test_train_writes_a_complete_run(trained_run, digits_dir):
@@ -47,21 +69,22 @@ def test_train_writes_a_complete_run(trained_run, digits_dir):
         assert {"AP", "AP50", "AP75"} <= set(h["val"]) and 0 <= h["val_accuracy"] <= 1
     # learning rate ends at the cosine's minimum
     assert history[-1]["lr"] == pytest.approx(cfg.min_lr, rel=1e-6)
-    last = torch.load(run.last, weights_only=False)
+    last = load_checkpoint_file(run.last)  # plain data: loads with weights_only=True
     assert last["iteration"] == 8 and last["pipeline"]["epochs_done"] == 2
-    best = torch.load(run.best, weights_only=False)
+    best = load_checkpoint_file(run.best)
     assert set(best) == {"model", "pipeline"} and best["pipeline"]["epoch"] in (1, 2)
     for png in ("loss.png", "map.png"):
         assert (run.plots / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any(p.name.startswith("events.out.tfevents") for p in run.tensorboard.iterdir())
 
 
-def test_find_threshold_prints_the_table_and_stores_the_best(trained_run, capsys):
-    rc = main(["find-threshold", "--run", str(trained_run), "--from", "0.05", "--to", "0.5", "--step", "0.05"])
+def test_find_threshold_prints_the_table_and_stores_the_best(run_copy, capsys):
+    assert not RunDir(run_copy).threshold_file.exists()
+    rc = main(["find-threshold", "--run", str(run_copy), "--from", "0.05", "--to", "0.5", "--step", "0.05"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "threshold" in out and "accuracy" in out and "<- best" in out
-    rec = json.loads(RunDir(trained_run).threshold_file.read_text())
+    rec = json.loads(RunDir(run_copy).threshold_file.read_text())
     assert [r["threshold"] for r in rec["table"]] == pytest.approx([0.05 * k for k in range(1, 11)])
     best = pick_best(rec["table"])
     assert rec["threshold"] == best["threshold"] and rec["accuracy"] == best["accuracy"]
@@ -76,9 +99,43 @@ def test_threshold_grid_and_best_rule():
     assert pick_best(rows)["threshold"] == 0.6  # accuracy first, then mAP, then the lower threshold
 
 
-def test_predict_writes_pred_json_and_csv(trained_run, digits_dir, tmp_path, capsys):
+def _reference_predictions(run_dir, files, ids, batch_size=8):
+    """pred.json as `detgym predict` computed it before its eval loop was shared with Trainer.predict."""
+    from detgym.data.io import read_image
+    from detgym.pipeline import build_run_model, load_model_weights
+
+    cfg = RunDir(run_dir).read_config()
+    model = build_run_model(cfg, pretrained=False)
+    load_model_weights(model, RunDir(run_dir).best)
+    model.eval()
+    label_to_cat = np.zeros(max(cfg.label_to_category_id) + 1, dtype=np.int64)
+    for lab, cat in cfg.label_to_category_id.items():
+        label_to_cat[lab] = cat
+    results = []
+    with torch.inference_mode():
+        for start in range(0, len(files), batch_size):
+            outs = model([read_image(f).float().div_(255.0) for f in files[start : start + batch_size]])
+            for k, o in enumerate(outs):
+                boxes = o["boxes"].float().cpu().numpy()
+                scores = o["scores"].float().cpu().numpy()
+                cats = label_to_cat[o["labels"].cpu().numpy()]
+                for b, sc, c in zip(boxes, scores, cats):
+                    results.append({"image_id": ids[start + k], "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]),
+                                                                          float(b[3] - b[1])],
+                                    "score": float(sc), "category_id": int(c)})
+    return results
+
+
+def _csv_rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
+def test_predict_writes_pred_json_and_csv(run_copy, digits_dir, tmp_path, capsys):
+    from detgym.pipeline import list_images
+
     out = tmp_path / "pred"
-    rc = main(["predict", "--run", str(trained_run), "--images", str(digits_dir / "test"), "--out", str(out),
+    rc = main(["predict", "--run", str(run_copy), "--images", str(digits_dir / "test"), "--out", str(out),
                "--threshold", "0.1", "--num-workers", "2"])
     assert rc == 0
     log = capsys.readouterr().out
@@ -88,25 +145,39 @@ def test_predict_writes_pred_json_and_csv(trained_run, digits_dir, tmp_path, cap
     preds = json.loads((out / "pred.json").read_text())
     assert isinstance(preds, list) and preds
     for p in preds:
-        assert set(p) == {"image_id", "bbox", "score", "category_id"}
+        assert list(p) == ["image_id", "bbox", "score", "category_id"]
         assert p["image_id"] in ids and 1 <= p["category_id"] <= 10 and len(p["bbox"]) == 4
         assert p["bbox"][2] >= 0 and p["bbox"][3] >= 0 and 0 <= p["score"] <= 1
+    # the shared eval loop writes what the command wrote before, detection for detection
+    files = list_images(digits_dir / "test")
+    by_name = {im["file_name"].split("/")[-1]: im["id"] for im in gt["images"]}
+    assert preds == _reference_predictions(run_copy, files, [by_name[f.name] for f in files])
     from detgym.metrics import coco_evaluate
 
     assert 0 <= coco_evaluate(gt, preds)["AP"] <= 1  # a valid COCO results file for the test split
-    with open(out / "pred.csv", newline="") as fh:
-        rows = list(csv.reader(fh))
-    assert rows[0] == ["image_id", "pred_label"]
-    assert [int(r[0]) for r in rows[1:]] == ids
     names = {k: str(k - 1) for k in range(1, 11)}
-    expected = DetectionTable(preds, ids).strings(0.1, names)
-    for iid, label in rows[1:]:
-        assert label == expected[int(iid)]
-        assert label == "-1" or label.isdigit()
+
+    def assert_csv_at(threshold):
+        rows = _csv_rows(out / "pred.csv")
+        assert rows[0] == ["image_id", "pred_label"]
+        assert [int(r[0]) for r in rows[1:]] == ids
+        expected = DetectionTable(preds, ids).strings(threshold, names)
+        for iid, label in rows[1:]:
+            assert label == expected[int(iid)]
+            assert label == "-1" or label.isdigit()
+
+    assert_csv_at(0.1)
+    # No --threshold and none stored: 0.5, with a note.
+    assert not RunDir(run_copy).threshold_file.exists()
+    assert main(["predict", "--run", str(run_copy), "--images", str(digits_dir / "test"), "--out", str(out)]) == 0
+    assert "has no stored threshold" in capsys.readouterr().out
+    assert_csv_at(0.5)
     # The stored threshold is the default for the csv.
-    rc = main(["predict", "--run", str(trained_run), "--images", str(digits_dir / "test"), "--out", str(out)])
-    assert rc == 0
-    assert "stored in threshold.json" in capsys.readouterr().out or not RunDir(trained_run).threshold_file.exists()
+    RunDir(run_copy).threshold_file.write_text(json.dumps({"threshold": 0.3}))
+    assert main(["predict", "--run", str(run_copy), "--images", str(digits_dir / "test"), "--out", str(out)]) == 0
+    assert "threshold 0.300 (stored in threshold.json)" in capsys.readouterr().out
+    assert_csv_at(0.3)
+    assert json.loads((out / "pred.json").read_text()) == preds  # pred.json does not depend on the threshold
 
 
 def test_predict_image_ids(trained_run, digits_dir, tmp_path):
@@ -140,18 +211,20 @@ def test_predict_image_ids(trained_run, digits_dir, tmp_path):
 
 @pytest.mark.parametrize("how", ["KeyboardInterrupt", "SIGINT"])
 def test_interrupt_then_resume_matches_an_uninterrupted_run(how, trained_run, digits_dir, tmp_path, monkeypatch,
-                                                            capsys):
-    import os
-    import signal
-
+                                                            capsys, request):
     from detgym.train import Trainer
 
+    if how == "SIGINT":
+        request.getfixturevalue("interactive_sigint")  # a real Ctrl-C needs a terminal's SIGINT, even under nohup
+    before = signal.getsignal(signal.SIGINT)
     run = tmp_path / "run"
     real_step = Trainer.step
     calls = {"n": 0}
+    during = []
 
     def flaky_step(self, *a, **k):
         calls["n"] += 1
+        during.append(signal.getsignal(signal.SIGINT))
         if calls["n"] == 6:  # epoch 2, iteration 2 of 4
             if how == "KeyboardInterrupt":
                 raise KeyboardInterrupt
@@ -164,10 +237,14 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(how, trained_run, di
     monkeypatch.setattr(Trainer, "step", flaky_step)
     rc = main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS])
     assert rc == 130
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is before  # the handler from before is back
+    if before is signal.SIG_IGN:  # started under nohup: an ignored SIGINT stays ignored, no handler installed
+        assert all(h is signal.SIG_IGN for h in during)
+    else:
+        assert len(during) == 6 and all(callable(h) and h is not before for h in during)
     err = capsys.readouterr().err
     assert f"detgym train --out {run} --resume" in err and "epoch 2/2" in err
-    state = torch.load(run / "last.pt", weights_only=False)
+    state = load_checkpoint_file(run / "last.pt")
     done = 5 if how == "KeyboardInterrupt" else 6
     assert state["iteration"] == done and state["pipeline"]["epochs_done"] == 1
     assert state["pipeline"]["interrupted"] and state["pipeline"]["partial"]["count"] == done - 4
@@ -183,12 +260,36 @@ def test_interrupt_then_resume_matches_an_uninterrupted_run(how, trained_run, di
     for a, b in zip(resumed, reference):
         assert a["val"] == pytest.approx(b["val"]) and a["val_loss"] == pytest.approx(b["val_loss"])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-    ma = torch.load(run / "last.pt", weights_only=False)["model"]
-    mb = torch.load(trained_run / "last.pt", weights_only=False)["model"]
+    ma = load_checkpoint_file(run / "last.pt")["model"]
+    mb = load_checkpoint_file(trained_run / "last.pt")["model"]
     assert all(torch.allclose(ma[k].float(), mb[k].float(), atol=1e-6) for k in mb)
     # A finished run refuses a new train into the same directory.
     assert main(["train", "--data", str(digits_dir), "--out", str(run), *TRAIN_ARGS]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_stop_request_keeps_an_ignored_sigint_ignored():
+    from detgym.pipeline.train import _StopRequest
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what nohup / a background job starts with
+    try:
+        with _StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # nothing installed while it runs
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not stop.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+        def custom(signum, frame):
+            pass
+
+        signal.signal(signal.SIGINT, custom)
+        with _StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) not in (custom, signal.SIG_IGN)
+            os.kill(os.getpid(), signal.SIGINT)  # first Ctrl-C: a request, no exception
+            assert stop.requested and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is custom
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_finetune_starts_from_the_checkpoint(trained_run, digits_dir, tmp_path, capsys):
@@ -212,7 +313,7 @@ def test_finetune_starts_from_the_checkpoint(trained_run, digits_dir, tmp_path, 
 def _expect_error(argv, capsys, *fragments):
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("detgym: error:") or "error:" in err
+    assert "detgym: error:" in err
     assert "Traceback" not in err
     for f in fragments:
         assert f in err, (f, err)

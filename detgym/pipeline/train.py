@@ -23,6 +23,8 @@ Here:
 * Ctrl-C finishes the running iteration, saves ``last.pt`` with the position inside the epoch and
   returns (the CLI exits with code 130 and prints how to resume); ``--resume`` continues from it, with
   the same result as an uninterrupted run on the CPU (the Trainer's state includes its random state).
+  A process started with SIGINT ignored (a shell's background job, some CI runners) keeps ignoring it:
+  no handler is installed, and the handler from before is back when ``train_run`` returns.
 
 Defaults come from the detector's recipe (:func:`detgym.train.get_recipe`, ``"<family>-<backbone>"``):
 batch size, lr, weight decay, optimizer, and the epochs that make up the recipe's iteration count
@@ -46,6 +48,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
+
+from detgym.tensorboard import TensorBoardLogger
 
 from .run import RunConfig, RunDir, build_run_model, load_model_weights
 from .strings import DetectionTable, ground_truth_strings
@@ -119,7 +123,8 @@ def _recipe_for(family: str, backbone: str, res_fpn: bool) -> tuple[Any, str | N
     return Recipe(family, backbone, 128 if backbone == "tiny" else None), None
 
 
-def _load_splits(data: str) -> tuple[Any, Any]:
+def _load_train_val(data: str) -> tuple[Any, Any]:
+    """The train and val splits of ``--data``, checked for what a pipeline run needs (both non-empty, same classes)."""
     from detgym.data import load_dataset
 
     train = load_dataset(data, "train")
@@ -133,23 +138,27 @@ def _load_splits(data: str) -> tuple[Any, Any]:
     return train, val
 
 
-def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
-    """Fill in every default of a new run (see the module docstring) and validate the combination."""
-    from detgym.data.augment import AugmentConfig
+def _finetune_run_config(finetune: str | None) -> dict[str, Any]:
+    """The run config stored in a ``--finetune`` checkpoint (it names the architecture); ``{}`` when it has none."""
+    if finetune is None:
+        return {}
+    from detgym.train import UnsafeCheckpointError, load_checkpoint_file
+
+    p = Path(finetune).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"--finetune checkpoint not found: {p}")
+    try:
+        return dict(load_checkpoint_file(p).get("pipeline", {}).get("config", {}) or {})
+    except UnsafeCheckpointError:
+        raise
+    except ValueError:
+        return {}  # a bare state dict: the options (or their defaults) name the architecture
+
+
+def _architecture(opts: TrainOptions, meta_cfg: dict[str, Any]) -> tuple[str, str, bool]:
+    """(family, backbone, res_fpn): the options, else the fine-tuned checkpoint's, else Faster R-CNN tiny."""
     from detgym.models import BACKBONES, FAMILIES
 
-    meta_cfg: dict[str, Any] = {}
-    if opts.finetune is not None:
-        # The checkpoint's own run config names its architecture: a fine-tune needs the same one.
-        from detgym.train import load_checkpoint_file
-
-        p = Path(opts.finetune).expanduser()
-        if not p.is_file():
-            raise FileNotFoundError(f"--finetune checkpoint not found: {p}")
-        try:
-            meta_cfg = dict(load_checkpoint_file(p).get("pipeline", {}).get("config", {}) or {})
-        except ValueError:
-            meta_cfg = {}
     family = opts.family or meta_cfg.get("family") or "fasterrcnn"
     backbone = opts.backbone or meta_cfg.get("backbone") or "tiny"
     res_fpn = bool(opts.res_fpn if opts.res_fpn is not None else meta_cfg.get("res_fpn", False))
@@ -157,11 +166,26 @@ def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
         raise ValueError(f"--family {family!r} is not supported; accepted: {', '.join(FAMILIES)}")
     if backbone not in BACKBONES:
         raise ValueError(f"--backbone {backbone!r} is not supported; accepted: {', '.join(BACKBONES)}")
-    recipe, _ = _recipe_for(family, backbone, res_fpn)
-    rt = recipe.train
-    image_size = opts.image_size if opts.image_size is not None else meta_cfg.get("image_size", recipe.image_size)
+    return family, backbone, res_fpn
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """The epoch schedule of a run, in epochs (see the module docstring for the defaults)."""
+
+    epochs: int
+    batch_size: int
+    iters_per_epoch: int
+    lr: float
+    min_lr: float
+    warmup_epochs: float
+    no_aug_epochs: int
+
+
+def _schedule(opts: TrainOptions, rt: Any, train_size: int) -> _Schedule:
+    """The options' schedule with the recipe's TrainConfig ``rt`` filling in what is not given."""
     batch = int(opts.batch_size or rt.batch_size)
-    ipe = math.ceil(len(train_set) / batch)
+    ipe = math.ceil(train_size / batch)
     epochs = opts.epochs
     if epochs is None:
         epochs = int(min(max(round(rt.iterations / ipe), EPOCH_RANGE[0]), EPOCH_RANGE[1]))
@@ -181,38 +205,67 @@ def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
     ):
         if not ok:
             raise ValueError(f"{name} = {val!r} is invalid; accepted: {accepted}")
-    if opts.backbone_lr_mult is not None and not (opts.backbone_lr_mult >= 0 and math.isfinite(opts.backbone_lr_mult)):
-        raise ValueError(f"--backbone-lr-mult = {opts.backbone_lr_mult!r} is invalid; accepted: a number >= 0")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 32):
-        raise ValueError(f"--image-size = {image_size!r} is invalid; accepted: an integer >= 32 (pixels)")
-    bb_mult = opts.backbone_lr_mult
-    if bb_mult is None:
-        # Paper 004 (2.3) trains the backbone at 0.5x to keep its pretrained features stable; a backbone that
-        # starts from random weights has nothing to keep (tiny Faster R-CNN, 4 digits epochs: val AP50 0.39 at
-        # 0.5x against 0.51 at 1x), so it trains at the head's rate.
-        trained = opts.pretrained is not None or opts.finetune is not None
-        bb_mult = BACKBONE_LR_MULT if trained else 1.0
+    return _Schedule(int(epochs), batch, ipe, lr, min_lr, float(warmup), int(no_aug))
+
+
+def _backbone_lr_mult(opts: TrainOptions) -> float:
+    """``--backbone-lr-mult``, else paper 004's 0.5 for a trained backbone and 1 for one trained from scratch."""
+    mult = opts.backbone_lr_mult
+    if mult is not None:
+        if not (mult >= 0 and math.isfinite(mult)):
+            raise ValueError(f"--backbone-lr-mult = {mult!r} is invalid; accepted: a number >= 0")
+        return float(mult)
+    # Paper 004 (2.3) trains the backbone at 0.5x to keep its pretrained features stable; a backbone that
+    # starts from random weights has nothing to keep (tiny Faster R-CNN, 4 digits epochs: val AP50 0.39 at
+    # 0.5x against 0.51 at 1x), so it trains at the head's rate.
+    trained = opts.pretrained is not None or opts.finetune is not None
+    return BACKBONE_LR_MULT if trained else 1.0
+
+
+def _augment_dict(opts: TrainOptions) -> dict[str, Any] | None:
+    """The AugmentConfig of the run as a dict (``None``: ``--no-augment``)."""
+    from detgym.data.augment import AugmentConfig
+
+    if opts.augment is False:
+        return None
+    aug = AugmentConfig()
+    if opts.flip:
+        aug = aug.replace(flip_prob=0.5)
+    return aug.to_dict()
+
+
+def _run_train_config(opts: TrainOptions, rt: Any, sched: _Schedule, bb_mult: float) -> dict[str, Any]:
+    """The run's TrainConfig (the recipe's ``rt`` with the schedule in iterations) as a JSON-ready dict."""
     tc = rt.replace(
-        iterations=epochs * ipe,
-        batch_size=batch,
-        lr=lr,
-        warmup_iters=int(round(warmup * ipe)),
+        iterations=sched.epochs * sched.iters_per_epoch,
+        batch_size=sched.batch_size,
+        lr=sched.lr,
+        warmup_iters=int(round(sched.warmup_epochs * sched.iters_per_epoch)),
         schedule="cosine",
-        min_lr_ratio=min_lr / lr,
-        backbone_lr_mult=float(bb_mult),
+        min_lr_ratio=sched.min_lr / sched.lr,
+        backbone_lr_mult=bb_mult,
         weight_decay=float(opts.weight_decay if opts.weight_decay is not None else rt.weight_decay),
         device=opts.device,
         seed=int(opts.seed if opts.seed is not None else 0),
         eval_batch_size=int(opts.eval_batch_size or rt.eval_batch_size),
     )
-    augment = None
-    if opts.augment is not False:
-        aug = AugmentConfig()
-        if opts.flip:
-            aug = aug.replace(flip_prob=0.5)
-        augment = aug.to_dict()
     train_dict = dataclasses.asdict(tc)
     train_dict["milestones"] = list(tc.milestones)
+    return train_dict
+
+
+def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
+    """Fill in every default of a new run (see the module docstring) and validate the combination."""
+    meta_cfg = _finetune_run_config(opts.finetune)
+    family, backbone, res_fpn = _architecture(opts, meta_cfg)
+    recipe, _ = _recipe_for(family, backbone, res_fpn)
+    image_size = opts.image_size if opts.image_size is not None else meta_cfg.get("image_size", recipe.image_size)
+    sched = _schedule(opts, recipe.train, len(train_set))
+    bb_mult = _backbone_lr_mult(opts)
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 32):
+        raise ValueError(f"--image-size = {image_size!r} is invalid; accepted: an integer >= 32 (pixels)")
+    train_dict = _run_train_config(opts, recipe.train, sched, bb_mult)
+    model_kwargs = dict(meta_cfg.get("model_kwargs", {}) or recipe.model_kwargs)
     return RunConfig(
         data=str(opts.data or "digits"),
         family=family,
@@ -222,22 +275,21 @@ def resolve_run_config(opts: TrainOptions, train_set: Any) -> RunConfig:
         num_classes=train_set.num_classes,
         categories=[dict(c) for c in train_set.categories],
         label_to_category_id=dict(train_set.label_to_category_id),
-        epochs=int(epochs),
-        batch_size=batch,
-        iters_per_epoch=ipe,
+        epochs=sched.epochs,
+        batch_size=sched.batch_size,
+        iters_per_epoch=sched.iters_per_epoch,
         train_size=len(train_set),
         val_size=0,
-        lr=lr,
-        min_lr=min_lr,
-        warmup_epochs=float(warmup),
-        no_aug_epochs=int(no_aug),
-        seed=tc.seed,
+        lr=sched.lr,
+        min_lr=sched.min_lr,
+        warmup_epochs=sched.warmup_epochs,
+        no_aug_epochs=sched.no_aug_epochs,
+        seed=int(train_dict["seed"]),
         train=train_dict,
-        augment=augment,
+        augment=_augment_dict(opts),
         pretrained=opts.pretrained,
         finetune=str(Path(opts.finetune).expanduser()) if opts.finetune else None,
-        model_kwargs={k: v for k, v in dict(meta_cfg.get("model_kwargs", {}) or recipe.model_kwargs).items()
-                      if k != "res_fpn"},
+        model_kwargs={k: v for k, v in model_kwargs.items() if k != "res_fpn"},  # the run's own res_fpn decides
     )
 
 
@@ -295,7 +347,12 @@ def validation_loss(model: nn.Module, dataset: Any, *, batch_size: int, device: 
 
 # ---------------------------------------------------------------------------------------- interruption
 class _StopRequest:
-    """SIGINT sets a flag that the loop checks between iterations; a second Ctrl-C interrupts at once."""
+    """SIGINT sets a flag that the loop checks between iterations; a second Ctrl-C interrupts at once.
+
+    A process that ignores SIGINT (started under ``nohup``, as a shell's background job, by some CI runners)
+    was asked not to be interrupted: the ignored SIGINT stays ignored, no handler is installed. Whatever was
+    installed before is installed again on exit.
+    """
 
     def __init__(self) -> None:
         self.requested = False
@@ -303,12 +360,15 @@ class _StopRequest:
         self._installed = False
 
     def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            try:
-                self._old = signal.signal(signal.SIGINT, self._handler)
-                self._installed = True
-            except ValueError:  # pragma: no cover - not the main interpreter
-                self._installed = False
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers belong to the main thread
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            return self
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
+        except ValueError:  # pragma: no cover - not the main interpreter
+            self._installed = False
         return self
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -317,7 +377,9 @@ class _StopRequest:
 
     def __exit__(self, *exc: Any) -> None:
         if self._installed:
+            # None: the handler before was not installed from Python; Python's default is the closest.
             signal.signal(signal.SIGINT, self._old if self._old is not None else signal.default_int_handler)
+            self._installed = False
 
 
 class _Stop(Exception):
@@ -337,48 +399,44 @@ def _check_resume_options(opts: TrainOptions, cfg: RunConfig, run: RunDir) -> No
         raise ValueError(f"--data {opts.data} differs from the run's data {cfg.data!r} ({run.config_file})")
 
 
-def train_run(opts: TrainOptions, *, log: Callable[[str], None] = print) -> TrainOutcome:
-    """Train (or resume) the run in ``opts.out``; see the module docstring.
+def _resume_setup(opts: TrainOptions, run: RunDir) -> tuple[RunConfig, Any, Any]:
+    """(config, train split, val split) of the run to resume, after checking that it can be resumed."""
+    cfg = run.read_config()
+    _check_resume_options(opts, cfg, run)
+    if not run.last.is_file():
+        raise FileNotFoundError(f"nothing to resume in {run.path}: {run.last.name} is missing (the run saved no "
+                                f"checkpoint yet); start it again without --resume in an empty directory")
+    train_set, val_set = _load_train_val(cfg.data)
+    if len(train_set) != cfg.train_size or len(val_set) != cfg.val_size:
+        raise ValueError(f"the data {cfg.data!r} changed since the run started ({len(train_set)} train / "
+                         f"{len(val_set)} val images now, {cfg.train_size} / {cfg.val_size} in {run.config_file})")
+    return cfg, train_set, val_set
 
-    Raises:
-        FileExistsError: ``opts.out`` already holds a run (and ``resume`` is not set) or is a non-empty
-            directory of something else.
-        FileNotFoundError: data, checkpoint or (with ``resume``) run files missing, naming the path.
-        ValueError: bad option values or combinations, naming the option.
-    """
+
+def _new_run_setup(opts: TrainOptions, run: RunDir) -> tuple[RunConfig, Any, Any]:
+    """(config, train split, val split) of a new run in an empty (or new) ``--out`` directory."""
+    from detgym.data import DATASET_NAMES
+
+    if run.path.exists() and not run.path.is_dir():
+        raise FileExistsError(f"--out {run.path} exists and is not a directory")
+    if run.exists():
+        raise FileExistsError(f"--out {run.path} already holds a run; pass --resume to continue it, or choose "
+                              f"another --out")
+    if run.path.is_dir() and any(run.path.iterdir()):
+        raise FileExistsError(f"--out {run.path} is a non-empty directory; choose a new or empty one")
+    data = str(opts.data or "digits")
+    if data.lower() not in DATASET_NAMES and Path(data).expanduser().exists():
+        data = str(Path(data).expanduser().resolve())  # a resume from another working directory finds it too
+    train_set, val_set = _load_train_val(data)
+    cfg = resolve_run_config(dataclasses.replace(opts, data=data), train_set)
+    cfg.val_size = len(val_set)
+    return cfg, train_set, val_set
+
+
+def _build_trainer(opts: TrainOptions, cfg: RunConfig, run: RunDir, train_set: Any, val_set: Any) -> tuple[Any, Any]:
+    """The run's Trainer (fresh, or with fine-tuned weights) and its augmentation (``None``: off)."""
     from detgym.data.augment import AugmentConfig, DetectionAugment
-    from detgym.metrics import coco_evaluate, sequence_accuracy
-    from detgym.train import Trainer, load_checkpoint_file
-    from tqdm.auto import tqdm
-
-    run = RunDir(opts.out)
-    state: dict[str, Any] | None = None
-    if opts.resume:
-        cfg = run.read_config()
-        _check_resume_options(opts, cfg, run)
-        if not run.last.is_file():
-            raise FileNotFoundError(f"nothing to resume in {run.path}: {run.last.name} is missing (the run saved no "
-                                    f"checkpoint yet); start it again without --resume in an empty directory")
-        train_set, val_set = _load_splits(cfg.data)
-        if len(train_set) != cfg.train_size or len(val_set) != cfg.val_size:
-            raise ValueError(f"the data {cfg.data!r} changed since the run started ({len(train_set)} train / "
-                             f"{len(val_set)} val images now, {cfg.train_size} / {cfg.val_size} in {run.config_file})")
-    else:
-        if run.path.exists() and not run.path.is_dir():
-            raise FileExistsError(f"--out {run.path} exists and is not a directory")
-        if run.exists():
-            raise FileExistsError(f"--out {run.path} already holds a run; pass --resume to continue it, or choose "
-                                  f"another --out")
-        if run.path.is_dir() and any(run.path.iterdir()):
-            raise FileExistsError(f"--out {run.path} is a non-empty directory; choose a new or empty one")
-        data = str(opts.data or "digits")
-        from detgym.data import DATASET_NAMES
-
-        if data.lower() not in DATASET_NAMES and Path(data).expanduser().exists():
-            data = str(Path(data).expanduser().resolve())  # a resume from another working directory finds it too
-        train_set, val_set = _load_splits(data)
-        cfg = resolve_run_config(dataclasses.replace(opts, data=data), train_set)
-        cfg.val_size = len(val_set)
+    from detgym.train import Trainer
 
     tcfg = _train_config(cfg, opts.device, opts.eval_batch_size)
     torch.manual_seed(cfg.seed)  # model initialisation
@@ -388,135 +446,207 @@ def train_run(opts: TrainOptions, *, log: Callable[[str], None] = print) -> Trai
     augment = DetectionAugment(AugmentConfig.from_dict(cfg.augment)) if cfg.augment else None
     run.path.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(model, train_set, val_set, tcfg, log_dir=run.tensorboard, augment=augment)
-    history: list[dict[str, Any]] = []
-    best_ap, best_epoch = -math.inf, None
-    partial: dict[str, Any] = {"sums": {}, "count": 0, "time_s": 0.0}
+    return trainer, augment
+
+
+def train_run(opts: TrainOptions, *, log: Callable[[str], None] = print) -> TrainOutcome:
+    """Train (or resume) the run in ``opts.out``; see the module docstring.
+
+    Raises:
+        FileExistsError: ``opts.out`` already holds a run (and ``resume`` is not set) or is a non-empty
+            directory of something else.
+        FileNotFoundError: data, checkpoint or (with ``resume``) run files missing, naming the path.
+        ValueError: bad option values or combinations, naming the option.
+    """
+    run = RunDir(opts.out)
+    cfg, train_set, val_set = _resume_setup(opts, run) if opts.resume else _new_run_setup(opts, run)
+    trainer, augment = _build_trainer(opts, cfg, run, train_set, val_set)
+    loop = _EpochLoop(opts, run, cfg, trainer, val_set, augment, log)
     if opts.resume:
-        state = load_checkpoint_file(run.last, map_location=trainer.device)
-        trainer.load_state_dict(state)
-        meta = state.get("pipeline", {})
-        history = list(meta.get("history", []))
-        best_ap = float(meta.get("best_ap", -math.inf))
-        best_epoch = meta.get("best_epoch")
-        partial = dict(meta.get("partial") or partial)
-        log(f"resuming {run.path} at epoch {len(history) + 1}/{cfg.epochs}, iteration {trainer.iteration}")
+        loop.restore()
     else:
         run.write_config(cfg)
         _log_plan(cfg, trainer, log)
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run.tensorboard), filename_suffix=".epochs")
-    ipe = cfg.iters_per_epoch
-    aug_off_epoch = cfg.epochs - cfg.no_aug_epochs + 1 if augment is not None else None
-    val_gt = val_set.coco_gt()
-    names = cfg.class_names
-    true_strings = ground_truth_strings(val_set, names)
-
-    def pipeline_meta(interrupted: bool) -> dict[str, Any]:
-        return {"history": history, "best_ap": best_ap, "best_epoch": best_epoch, "partial": partial,
-                "epochs_done": len(history), "interrupted": interrupted, "config": cfg.to_dict()}
-
-    stop = _StopRequest()
-    outcome = TrainOutcome(run, cfg, history, best_epoch, None)
+    outcome = TrainOutcome(run, cfg, loop.history, None, None)
     try:
-        with stop:
-            for epoch in range(len(history), cfg.epochs):
-                use_aug = augment is not None and epoch < cfg.epochs - cfg.no_aug_epochs
-                trainer.augment = augment if use_aug else None
-                todo = (epoch + 1) * ipe - trainer.iteration
-                t0 = time.perf_counter()
-                with tqdm(total=ipe, initial=ipe - todo, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="it",
-                          disable=not opts.progress, leave=False, dynamic_ncols=True) as bar:
-                    for _ in range(todo):
-                        r = trainer.step()
-                        sums = partial["sums"]
-                        for k, v in r.parts.items():
-                            sums[k] = sums.get(k, 0.0) + float(np.sum(v))
-                        sums["total"] = sums.get("total", 0.0) + float(np.sum(r.level_losses))
-                        partial["count"] += 1
-                        bar.update(1)
-                        if r.iteration % 5 == 0 or r.iteration == (epoch + 1) * ipe:
-                            bar.set_postfix(loss=f"{sums['total'] / partial['count']:.3f}", lr=f"{r.lr:.2e}")
-                        if stop.requested:
-                            partial["time_s"] += time.perf_counter() - t0
-                            raise _Stop
-                train_time = partial["time_s"] + time.perf_counter() - t0
-                # ---- validation
-                t1 = time.perf_counter()
-                results = trainer.predict(val_set)
-                stats = coco_evaluate(val_gt, results)
-                table = DetectionTable(results, val_set.image_ids)
-                acc = sequence_accuracy(table.strings(TRAIN_EVAL_THRESHOLD, names), true_strings)
-                vloss = validation_loss(trainer.model, val_set, batch_size=tcfg.eval_batch_size,
-                                        device=trainer.device, amp=tcfg.amp, seed=cfg.seed)
-                count = max(partial["count"], 1)
-                entry = {
-                    "epoch": epoch + 1,
-                    "iteration": trainer.iteration,
-                    "lr": float(trainer.optimizer.param_groups[0]["lr"]),
-                    "augment": use_aug,
-                    "train_loss": {k: v / count for k, v in partial["sums"].items()},
-                    "val_loss": vloss,
-                    "val": {k: float(v) for k, v in stats.items()},
-                    "val_accuracy": float(acc),
-                    "train_time_s": float(train_time),
-                    "val_time_s": float(time.perf_counter() - t1),
-                }
-                is_best = stats["AP"] > best_ap
-                entry["best"] = bool(is_best)
-                history.append(entry)
-                partial = {"sums": {}, "count": 0, "time_s": 0.0}
-                if is_best:
-                    best_ap, best_epoch = float(stats["AP"]), epoch + 1
-                    run.save_best(trainer.model.state_dict(), {**pipeline_meta(False), "epoch": epoch + 1,
-                                                               "val": entry["val"], "val_accuracy": acc})
-                run.save_last(trainer.state_dict(), pipeline_meta(False))
-                run.write_history(history)
-                _log_epoch(writer, entry)
-                try:
-                    from .plots import plot_history
-
-                    plot_history(history, run.plots, aug_off_epoch=aug_off_epoch)
-                except Exception as exc:  # a plotting problem must not lose a training run
-                    log(f"warning: could not draw the plots ({exc})")
-                line = (f"epoch {epoch + 1}/{cfg.epochs}: train loss {entry['train_loss']['total']:.4f} | "
-                        f"val loss {vloss['total']:.4f} | val AP {stats['AP']:.4f} AP50 {stats['AP50']:.4f} "
-                        f"acc@{TRAIN_EVAL_THRESHOLD} {acc:.4f} | lr {entry['lr']:.2e} | "
-                        f"{train_time:.0f}+{entry['val_time_s']:.0f} s" + (" | aug" if use_aug else "")
-                        + ("  *best*" if is_best else ""))
-                if opts.progress:
-                    tqdm.write(line)
-                else:
-                    log(line)
-                if stop.requested and epoch + 1 < cfg.epochs:
-                    raise _Stop
+        with loop.stop:
+            loop.run_epochs()
     except (_Stop, KeyboardInterrupt) as exc:
         outcome.interrupted = True
-        if isinstance(exc, KeyboardInterrupt) and stop.requested:
-            # Second Ctrl-C: the iteration in flight may be half applied; keep the last saved state.
+        second_ctrl_c = isinstance(exc, KeyboardInterrupt) and loop.stop.requested
+        outcome.message = loop.save_interrupted(second_ctrl_c=second_ctrl_c)
+    finally:
+        loop.tb.close()
+        trainer.close()
+    return loop.finish(outcome)
+
+
+class _EpochLoop:
+    """One run's epoch loop and the state that ``last.pt``'s ``"pipeline"`` entry keeps for a resume."""
+
+    def __init__(self, opts: TrainOptions, run: RunDir, cfg: RunConfig, trainer: Any, val_set: Any, augment: Any,
+                 log: Callable[[str], None]) -> None:
+        self.opts, self.run, self.cfg, self.trainer, self.val_set, self.augment, self.log = (
+            opts, run, cfg, trainer, val_set, augment, log)
+        self.history: list[dict[str, Any]] = []
+        self.best_ap, self.best_epoch = -math.inf, None
+        self.partial = _empty_partial()
+        self.tb = TensorBoardLogger(run.tensorboard, filename_suffix=".epochs")
+        self.stop = _StopRequest()
+        self.names = cfg.class_names
+        self.val_gt = val_set.coco_gt()
+        self.true_strings = ground_truth_strings(val_set, self.names)
+
+    def restore(self) -> None:
+        """Continue from ``last.pt``: the Trainer's state and the epoch history, best AP, position in the epoch."""
+        from detgym.train import load_checkpoint_file
+
+        state = load_checkpoint_file(self.run.last, map_location=self.trainer.device)
+        self.trainer.load_state_dict(state)
+        meta = state.get("pipeline", {})
+        self.history[:] = list(meta.get("history", []))
+        self.best_ap = float(meta.get("best_ap", -math.inf))
+        self.best_epoch = meta.get("best_epoch")
+        self.partial = dict(meta.get("partial") or self.partial)
+        self.log(f"resuming {self.run.path} at epoch {len(self.history) + 1}/{self.cfg.epochs}, "
+                 f"iteration {self.trainer.iteration}")
+
+    def meta(self, interrupted: bool) -> dict[str, Any]:
+        """The ``"pipeline"`` entry of the checkpoints."""
+        return {"history": self.history, "best_ap": self.best_ap, "best_epoch": self.best_epoch,
+                "partial": self.partial, "epochs_done": len(self.history), "interrupted": interrupted,
+                "config": self.cfg.to_dict()}
+
+    def run_epochs(self) -> None:
+        """Train, validate and save every epoch left; raises _Stop after a Ctrl-C (see :class:`_StopRequest`)."""
+        cfg = self.cfg
+        for epoch in range(len(self.history), cfg.epochs):
+            use_aug = self.augment is not None and epoch < cfg.epochs - cfg.no_aug_epochs
+            self.trainer.augment = self.augment if use_aug else None
+            train_time = self._train_epoch(epoch)
+            entry = self._validate(epoch, use_aug, train_time)
+            self._record(entry)
+            self._report(entry)
+            if self.stop.requested and epoch + 1 < cfg.epochs:
+                raise _Stop
+
+    def _train_epoch(self, epoch: int) -> float:
+        """The epoch's remaining iterations; returns the epoch's training time (s), also before an interruption."""
+        from tqdm.auto import tqdm
+
+        ipe, trainer, partial = self.cfg.iters_per_epoch, self.trainer, self.partial
+        todo = (epoch + 1) * ipe - trainer.iteration
+        t0 = time.perf_counter()
+        with tqdm(total=ipe, initial=ipe - todo, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", unit="it",
+                  disable=not self.opts.progress, leave=False, dynamic_ncols=True) as bar:
+            for _ in range(todo):
+                r = trainer.step()
+                sums = partial["sums"]
+                for k, v in r.parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+                sums["total"] = sums.get("total", 0.0) + float(np.sum(r.level_losses))
+                partial["count"] += 1
+                bar.update(1)
+                if r.iteration % 5 == 0 or r.iteration == (epoch + 1) * ipe:
+                    bar.set_postfix(loss=f"{sums['total'] / partial['count']:.3f}", lr=f"{r.lr:.2e}")
+                if self.stop.requested:
+                    partial["time_s"] += time.perf_counter() - t0
+                    raise _Stop
+        return partial["time_s"] + time.perf_counter() - t0
+
+    def _validate(self, epoch: int, use_aug: bool, train_time: float) -> dict[str, Any]:
+        """The history entry of a finished epoch: val COCO stats, sequence accuracy, val loss, mean train loss."""
+        from detgym.metrics import coco_evaluate, sequence_accuracy
+
+        trainer, val_set, tcfg = self.trainer, self.val_set, self.trainer.config
+        t1 = time.perf_counter()
+        results = trainer.predict(val_set)
+        stats = coco_evaluate(self.val_gt, results)
+        table = DetectionTable(results, val_set.image_ids)
+        acc = sequence_accuracy(table.strings(TRAIN_EVAL_THRESHOLD, self.names), self.true_strings)
+        vloss = validation_loss(trainer.model, val_set, batch_size=tcfg.eval_batch_size, device=trainer.device,
+                                amp=tcfg.amp, seed=self.cfg.seed)
+        count = max(self.partial["count"], 1)
+        return {
+            "epoch": epoch + 1,
+            "iteration": trainer.iteration,
+            "lr": float(trainer.optimizer.param_groups[0]["lr"]),
+            "augment": use_aug,
+            "train_loss": {k: v / count for k, v in self.partial["sums"].items()},
+            "val_loss": vloss,
+            "val": {k: float(v) for k, v in stats.items()},
+            "val_accuracy": float(acc),
+            "train_time_s": float(train_time),
+            "val_time_s": float(time.perf_counter() - t1),
+        }
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` to the history; save best.pt (val AP improved), last.pt, history, TensorBoard, plots."""
+        run, epoch = self.run, int(entry["epoch"])
+        entry["best"] = is_best = entry["val"]["AP"] > self.best_ap
+        self.history.append(entry)
+        self.partial = _empty_partial()
+        if is_best:
+            self.best_ap, self.best_epoch = entry["val"]["AP"], epoch
+            run.save_best(self.trainer.model.state_dict(), {**self.meta(False), "epoch": epoch, "val": entry["val"],
+                                                            "val_accuracy": entry["val_accuracy"]})
+        run.save_last(self.trainer.state_dict(), self.meta(False))
+        run.write_history(self.history)
+        _log_epoch(self.tb, entry)
+        try:
+            from .plots import plot_history
+
+            aug_off_epoch = self.cfg.epochs - self.cfg.no_aug_epochs + 1 if self.augment is not None else None
+            plot_history(self.history, run.plots, aug_off_epoch=aug_off_epoch)
+        except Exception as exc:  # a plotting problem must not lose a training run
+            self.log(f"warning: could not draw the plots ({exc})")
+
+    def _report(self, entry: dict[str, Any]) -> None:
+        from tqdm.auto import tqdm
+
+        val, vloss = entry["val"], entry["val_loss"]
+        line = (f"epoch {entry['epoch']}/{self.cfg.epochs}: train loss {entry['train_loss']['total']:.4f} | "
+                f"val loss {vloss['total']:.4f} | val AP {val['AP']:.4f} AP50 {val['AP50']:.4f} "
+                f"acc@{TRAIN_EVAL_THRESHOLD} {entry['val_accuracy']:.4f} | lr {entry['lr']:.2e} | "
+                f"{entry['train_time_s']:.0f}+{entry['val_time_s']:.0f} s" + (" | aug" if entry["augment"] else "")
+                + ("  *best*" if entry["best"] else ""))
+        if self.opts.progress:
+            tqdm.write(line)
+        else:
+            self.log(line)
+
+    def save_interrupted(self, *, second_ctrl_c: bool) -> str:
+        """Save ``last.pt`` after a Ctrl-C (not after a second one: that iteration may be half applied); the message."""
+        run, ipe = self.run, self.cfg.iters_per_epoch
+        if second_ctrl_c:
             saved = f"{run.last} holds the last saved state" if run.last.is_file() else "no checkpoint was saved"
         else:
-            run.save_last(trainer.state_dict(), pipeline_meta(True))
+            run.save_last(self.trainer.state_dict(), self.meta(True))
             saved = f"saved {run.last}"
-        done = trainer.iteration - len(history) * ipe
-        outcome.message = (f"training interrupted in epoch {len(history) + 1}/{cfg.epochs} "
-                           f"({done}/{ipe} iterations of it done); {saved}. "
-                           f"Resume with: detgym train --out {run.path} --resume")
-    finally:
-        writer.close()
-        trainer.close()
-    outcome.history = history
-    outcome.best_epoch = best_epoch
-    if best_epoch is not None:
-        outcome.best_stats = history[best_epoch - 1]["val"] | {"accuracy": history[best_epoch - 1]["val_accuracy"]}
-    if not outcome.interrupted:
-        b = outcome.best_stats or {}
-        outcome.message = (f"done: best epoch {best_epoch} (val AP {b.get('AP', float('nan')):.4f}, AP50 "
-                           f"{b.get('AP50', float('nan')):.4f}, accuracy@{TRAIN_EVAL_THRESHOLD} "
-                           f"{b.get('accuracy', float('nan')):.4f}) -> {run.best}; next: "
-                           f"detgym find-threshold --run {run.path}")
-    return outcome
+        done = self.trainer.iteration - len(self.history) * ipe
+        return (f"training interrupted in epoch {len(self.history) + 1}/{self.cfg.epochs} "
+                f"({done}/{ipe} iterations of it done); {saved}. "
+                f"Resume with: detgym train --out {run.path} --resume")
+
+    def finish(self, outcome: TrainOutcome) -> TrainOutcome:
+        """Fill in the outcome's history, best epoch and (when the run finished) its closing message."""
+        history, best_epoch = self.history, self.best_epoch
+        outcome.history, outcome.best_epoch = history, best_epoch
+        if best_epoch is not None:
+            best = history[best_epoch - 1]
+            outcome.best_stats = best["val"] | {"accuracy": best["val_accuracy"]}
+        if not outcome.interrupted:
+            b = outcome.best_stats or {}
+            outcome.message = (f"done: best epoch {best_epoch} (val AP {b.get('AP', float('nan')):.4f}, AP50 "
+                               f"{b.get('AP50', float('nan')):.4f}, accuracy@{TRAIN_EVAL_THRESHOLD} "
+                               f"{b.get('accuracy', float('nan')):.4f}) -> {self.run.best}; next: "
+                               f"detgym find-threshold --run {self.run.path}")
+        return outcome
+
+
+def _empty_partial() -> dict[str, Any]:
+    """Loss sums, iteration count and training time of the epoch in progress."""
+    return {"sums": {}, "count": 0, "time_s": 0.0}
 
 
 def _log_plan(cfg: RunConfig, trainer: Any, log: Callable[[str], None]) -> None:
@@ -531,14 +661,11 @@ def _log_plan(cfg: RunConfig, trainer: Any, log: Callable[[str], None]) -> None:
         + (f"; fine-tuning from {cfg.finetune}" if cfg.finetune else ""))
 
 
-def _log_epoch(writer: Any, entry: dict[str, Any]) -> None:
+def _log_epoch(tb: TensorBoardLogger, entry: dict[str, Any]) -> None:
     step = int(entry["epoch"])
-    for k, v in entry["train_loss"].items():
-        writer.add_scalar(f"epoch/train_{k}", v, step)
-    for k, v in entry["val_loss"].items():
-        writer.add_scalar(f"epoch/val_{k}", v, step)
-    for k, v in entry["val"].items():
-        writer.add_scalar(f"epoch/val_{k}", v, step)
-    writer.add_scalar("epoch/val_accuracy", entry["val_accuracy"], step)
-    writer.add_scalar("epoch/lr", entry["lr"], step)
-    writer.flush()
+    tb.scalars("epoch/train", entry["train_loss"], step, sep="_")
+    tb.scalars("epoch/val", entry["val_loss"], step, sep="_")
+    tb.scalars("epoch/val", entry["val"], step, sep="_")
+    tb.scalar("epoch/val_accuracy", entry["val_accuracy"], step)
+    tb.scalar("epoch/lr", entry["lr"], step)
+    tb.flush()
