@@ -3,7 +3,13 @@
 ``build_detector(family, backbone="tiny", num_classes=10, ...)`` builds RetinaNet, FCOS or Faster R-CNN
 with the CPU-trainable ``tiny`` backbone (default), ``mobilenet_v3``, ``resnet50`` or ``resnet50_v2``,
 optionally with a ResFPN (paper 004). Every model has ``level_names``, ``num_levels`` and
-``level_losses(images, targets) -> dict[str, Tensor[num_levels]]`` whose sums are torchvision's losses.
+``level_losses(images, targets) -> dict[str, Tensor[num_levels]]`` whose sums are torchvision's losses, and
+(``_candidates.py``):
+
+* ``candidates(images, max_candidates=None)``: per image the scored, class-labelled boxes that post-processing
+  runs NMS on, sorted by score, with ``logit_index`` into the image's ``class_logits`` (with grad when enabled);
+* ``postprocess(candidates)``: the model's own NMS on them, exactly ``model(images)`` for the full candidates;
+* ``embed(images) -> [N, embed_dim]``: every FPN level's map averaged over space, levels concatenated.
 """
 
 from .backbones import TinyCNN, mobilenet_v3_fpn_backbone, tiny_fpn_backbone

@@ -10,11 +10,12 @@ floating-point summation order).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
@@ -27,7 +28,8 @@ __all__ = [
     "box_loss_per_box",
     "stack_matches",
     "check_targets",
-    "drop_background_logits",
+    "group_norm_layer",
+    "branch_layout",
 ]
 
 
@@ -255,7 +257,8 @@ class DenseLevelLossMixin(LevelLossMixin):
     """:class:`LevelLossMixin` for the one-stage detectors (RetinaNet, FCOS): one level per anchor-generator size.
 
     Their ``num_classes`` counts the spare background logit 0 (``build_detector`` passes object classes + 1), which
-    post-processing never reports.
+    post-processing never reports (``DenseCandidatesMixin.candidate_detections`` in ``_candidates.py`` leaves it
+    out of the candidates).
     """
 
     def _init_dense_levels(self, level_names: Sequence[str], num_classes: int) -> None:
@@ -266,29 +269,64 @@ class DenseLevelLossMixin(LevelLossMixin):
             )
         self._init_levels(level_names, num_classes - 1)
 
-    def postprocess_detections(
-        self, head_outputs: dict[str, list[Tensor]], anchors: list[list[Tensor]], image_shapes: list[tuple[int, int]]
-    ) -> list[dict[str, Tensor]]:
-        """torchvision's post-processing with the background logit 0 excluded (labels 1..num_classes)."""
-        return super().postprocess_detections(  # type: ignore[misc]
-            drop_background_logits(head_outputs), anchors, image_shapes
+    @classmethod
+    def _adopt_dense(cls, model: Any, level_names: Sequence[str], head: nn.Module, **settings: Any) -> Any:
+        """The common part of ``from_torchvision`` for RetinaNet / FCOS.
+
+        Loads ``model.head``'s weights into ``head`` (a level-aware head of the same layout) and builds ``cls``
+        around ``model``'s backbone, anchor generator and transform with its score / NMS / top-k settings.
+
+        Args:
+            model: a torchvision RetinaNet or FCOS.
+            level_names: one name per feature map.
+            head: the re-wrapped head.
+            **settings: the family's other constructor settings (e.g. ``proposal_matcher``).
+        """
+        head.load_state_dict(model.head.state_dict())
+        new = cls(  # type: ignore[call-arg]
+            model.backbone,
+            head.classification_head.num_classes,
+            level_names=level_names,
+            anchor_generator=model.anchor_generator,
+            head=head,
+            score_thresh=model.score_thresh,
+            nms_thresh=model.nms_thresh,
+            detections_per_img=model.detections_per_img,
+            topk_candidates=model.topk_candidates,
+            **settings,
         )
+        new.transform = model.transform
+        return new
 
 
-def drop_background_logits(head_outputs: dict[str, list[Tensor]]) -> dict[str, list[Tensor]]:
-    """Copy of split head outputs with logit 0 (background, never a target) set to -inf.
+def group_norm_layer(groups: int) -> Callable[[int], nn.Module]:
+    """``norm_layer`` factory for torchvision heads: ``GroupNorm(groups, channels)``."""
+    return partial(nn.GroupNorm, groups)
 
-    RetinaNet / FCOS get ``num_classes + 1`` sigmoid outputs so that labels index them directly; output 0
-    is only ever trained as a negative, and -inf guarantees it never becomes a detection.
+
+def branch_layout(branch: nn.Module) -> tuple[int, int, Optional[Callable[[int], nn.Module]]]:
+    """``(in_channels, num_convs, norm_layer)`` of the conv tower of a RetinaNet / FCOS head branch.
+
+    Args:
+        branch: a classification or regression branch with a ``conv`` tower (torchvision's
+            ``Conv2dNormActivation`` blocks for RetinaNet, a flat conv-GroupNorm-ReLU sequence for FCOS).
+
+    Returns:
+        the tower's input width, its number of convolutions, and ``group_norm_layer(groups)`` or None (no norm).
+
+    Raises:
+        ValueError: the tower uses a norm other than one GroupNorm per convolution.
     """
-    out = dict(head_outputs)
-    masked = []
-    for logits in head_outputs["cls_logits"]:
-        logits = logits.clone()
-        logits[..., 0] = float("-inf")
-        masked.append(logits)
-    out["cls_logits"] = masked
-    return out
+    convs = [m for m in branch.conv.modules() if isinstance(m, nn.Conv2d)]
+    # leaf modules only: Conv2dNormActivation is a container that holds the conv and the norm
+    norms = [m for m in branch.conv.modules() if "Norm" in type(m).__name__ and not any(True for _ in m.children())]
+    if not norms:
+        return convs[0].in_channels, len(convs), None
+    groups = {m.num_groups for m in norms if isinstance(m, nn.GroupNorm)}
+    if len(norms) != len(convs) or len(groups) != 1 or not all(isinstance(m, nn.GroupNorm) for m in norms):
+        names = sorted({type(m).__name__ for m in norms})
+        raise ValueError(f"unsupported head layout: expected one GroupNorm per conv, found {names}")
+    return convs[0].in_channels, len(convs), group_norm_layer(groups.pop())
 
 
 # Matcher codes, named once so every family reads the same constants.

@@ -18,7 +18,6 @@ import copy
 import inspect
 import math
 import warnings
-from functools import partial
 from typing import Any, Callable, Optional
 
 from torch import nn
@@ -38,6 +37,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from ._utils import group_norm_layer
 from .backbones import TWO_STAGE_LEVELS, mobilenet_v3_fpn_backbone, tiny_fpn_backbone
 from .faster_rcnn import LevelFasterRCNN
 from .fcos import LevelFCOS, LevelFCOSHead
@@ -130,10 +130,6 @@ def _check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> str:
     return value
 
 
-def _gn(groups: int) -> Callable[[int], nn.Module]:
-    return partial(nn.GroupNorm, groups)
-
-
 def _anchor_generator(sizes: Any, aspect_ratios: Any, num_levels: int) -> AnchorGenerator:
     sizes = tuple(tuple(float(x) for x in (s if isinstance(s, (tuple, list)) else (s,))) for s in sizes)
     if len(sizes) != num_levels:
@@ -175,13 +171,15 @@ def _build_tiny(family: str, k: int, res_fpn: bool, size_kw: dict[str, int], ove
             fpn_channels,
             gen.num_anchors_per_location()[0],
             k,
-            norm_layer=_gn(groups),  # GroupNorm head as torchvision's RetinaNet v2
+            norm_layer=group_norm_layer(groups),  # GroupNorm head as torchvision's RetinaNet v2
             num_convs=int(cfg.pop("head_num_convs")),
             loss_type="giou",
         )
         return LevelRetinaNet(backbone, k, level_names=names, anchor_generator=gen, head=head, **kwargs, **cfg)
     if family == "fcos":
-        head = LevelFCOSHead(fpn_channels, 1, k, num_convs=int(cfg.pop("head_num_convs")), norm_layer=_gn(groups))
+        head = LevelFCOSHead(
+            fpn_channels, 1, k, num_convs=int(cfg.pop("head_num_convs")), norm_layer=group_norm_layer(groups)
+        )
         if "anchor_sizes" in cfg:
             # FCOS: one "anchor" per location whose size sets the centre-sampling radius and the level's size range
             kwargs["anchor_generator"] = _anchor_generator(cfg.pop("anchor_sizes"), (1.0,), len(names))
@@ -289,7 +287,8 @@ def build_detector(
 
     Returns:
         a :class:`LevelRetinaNet`, :class:`LevelFCOS` or :class:`LevelFasterRCNN` (subclasses of
-        torchvision's classes) with ``level_names``, ``num_levels`` and ``level_losses``.
+        torchvision's classes) with ``level_names``, ``num_levels`` and ``level_losses``, and ``candidates``,
+        ``postprocess``, ``embed`` / ``embed_dim``.
 
     Raises:
         ValueError: unknown family / backbone / combination, bad num_classes / image_size, pretrained
@@ -352,7 +351,7 @@ def build_detector(
     body = _with_res_fpn(body, res_fpn, len(names))
     if family == "retinanet":
         # torchvision's v2 head (GroupNorm, GIoU loss): the v1 head learns far slower from scratch
-        head = LevelRetinaNetHead(body.out_channels, 9, k, norm_layer=_gn(32), loss_type="giou")
+        head = LevelRetinaNetHead(body.out_channels, 9, k, norm_layer=group_norm_layer(32), loss_type="giou")
         return LevelRetinaNet(body, k, level_names=names, head=head, **size_kw, **overrides)
     return LevelFCOS(body, k, level_names=names, **size_kw, **overrides)
 

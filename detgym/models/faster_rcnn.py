@@ -16,6 +16,7 @@ One level axis of length ``len(features)`` (P2..P6 for an FPN with LastLevelMaxP
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -24,9 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import boxes as box_ops
 
+from ._candidates import CandidatesMixin, nms_candidates, sort_candidates
 from ._utils import LevelLossMixin, level_ids, sum_by_level
 
 __all__ = ["LevelFasterRCNN", "LevelRegionProposalNetwork", "LevelRoIHeads"]
@@ -116,7 +120,8 @@ class LevelRoIHeads(RoIHeads):
 
     The loss is a module-level function in torchvision (``fastrcnn_loss``), so the training branch of
     ``forward`` is re-expressed with torchvision's own methods (sampling, pooling, head, predictor);
-    inference is torchvision's ``forward`` unchanged. Mask / keypoint heads are not supported.
+    inference is torchvision's ``forward``, whose ``postprocess_detections`` is split into
+    :meth:`candidate_detections` and the NMS step (same result). Mask / keypoint heads are not supported.
     """
 
     @classmethod
@@ -151,6 +156,90 @@ class LevelRoIHeads(RoIHeads):
         used = [i for i, k in enumerate(features.keys()) if k in names]
         mapped = pool.map_levels(proposals)
         return torch.as_tensor(used, dtype=torch.int64, device=mapped.device)[mapped]
+
+    def candidate_detections(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """torchvision's ``postprocess_detections`` up to NMS, per image, sorted by score.
+
+        Softmax scores per class, boxes decoded per class and clipped, background column removed, scores above
+        ``score_thresh`` kept, boxes smaller than 1e-2 px removed; then sorted (descending, stable).
+
+        Args:
+            class_logits: ``[sum P_i, C]`` box-predictor logits of all proposals of the batch.
+            box_regression: ``[sum P_i, 4 C]`` box-predictor deltas.
+            proposals: per image ``[P_i, 4]``.
+            image_shapes: transformed image sizes ``(h, w)``.
+
+        Returns:
+            per image ``{"boxes", "scores", "labels", "logit_index", "nms_order"}`` in transformed-image
+            coordinates, where "logit_index" is the proposal (row of the image's ``[P_i, C]`` logits) of each
+            candidate and "nms_order" its position in torchvision's proposal-major order.
+        """
+        device = class_logits.device
+        num_classes = class_logits.shape[-1]
+        boxes_per_image = [boxes_in_image.shape[0] for boxes_in_image in proposals]
+        pred_boxes = self.box_coder.decode(box_regression, proposals)
+        pred_scores = F.softmax(class_logits, -1)
+        out: list[dict[str, Tensor]] = []
+        for boxes, scores, image_shape in zip(
+            pred_boxes.split(boxes_per_image, 0), pred_scores.split(boxes_per_image, 0), image_shapes
+        ):
+            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+            labels = torch.arange(num_classes, device=device).view(1, -1).expand_as(scores)
+            rows = torch.arange(scores.shape[0], device=device).view(-1, 1).expand_as(scores)
+            # remove the background column, one instance per (proposal, class)
+            boxes = boxes[:, 1:].reshape(-1, 4)
+            scores = scores[:, 1:].reshape(-1)
+            labels = labels[:, 1:].reshape(-1)
+            rows = rows[:, 1:].reshape(-1)
+            inds = torch.where(scores > self.score_thresh)[0]
+            boxes, scores, labels, rows = boxes[inds], scores[inds], labels[inds], rows[inds]
+            keep = box_ops.remove_small_boxes(boxes, min_size=1e-2)
+            candidates = {
+                "boxes": boxes[keep],
+                "scores": scores[keep],
+                "labels": labels[keep],
+                "logit_index": rows[keep],
+                "nms_order": torch.arange(keep.numel(), device=device),
+            }
+            out.append(sort_candidates(candidates))
+        return out
+
+    def postprocess_detections(
+        self,
+        class_logits: Tensor,
+        box_regression: Tensor,
+        proposals: list[Tensor],
+        image_shapes: list[tuple[int, int]],
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """torchvision's post-processing as :meth:`candidate_detections` + :func:`nms_candidates`."""
+        dets = [
+            nms_candidates(c, self.nms_thresh, self.detections_per_img)
+            for c in self.candidate_detections(class_logits, box_regression, proposals, image_shapes)
+        ]
+        return [d["boxes"] for d in dets], [d["scores"] for d in dets], [d["labels"] for d in dets]
+
+    def candidates_from_features(
+        self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]
+    ) -> list[dict[str, Tensor]]:
+        """The eval branch of torchvision's box ``forward``, stopped before NMS.
+
+        Returns:
+            :meth:`candidate_detections` per image, each with its proposals' logits "class_logits" ``[P_i, C]``.
+        """
+        box_features = self.box_roi_pool(features, proposals, image_shapes)
+        box_features = self.box_head(box_features)
+        class_logits, box_regression = self.box_predictor(box_features)
+        result = self.candidate_detections(class_logits, box_regression, proposals, image_shapes)
+        per_image = class_logits.split([p.shape[0] for p in proposals], 0)
+        for c, logits in zip(result, per_image):
+            c["class_logits"] = logits
+        return result
 
     def forward(
         self,
@@ -192,8 +281,11 @@ class LevelRoIHeads(RoIHeads):
         return [], losses
 
 
-class LevelFasterRCNN(LevelLossMixin, FasterRCNN):
+class LevelFasterRCNN(CandidatesMixin, LevelLossMixin, FasterRCNN):
     """torchvision Faster R-CNN with ``level_names``, ``num_levels`` and ``level_losses``.
+
+    Also ``candidates`` (pre-NMS boxes with their proposal's logit row), ``postprocess`` (the RoI heads' NMS on
+    them) and ``embed`` / ``embed_dim`` (pooled FPN features), see :class:`~detgym.models._candidates.CandidatesMixin`.
 
     Takes torchvision's FasterRCNN arguments; the RPN and RoI heads it builds are then rebuilt as
     :class:`LevelRegionProposalNetwork` / :class:`LevelRoIHeads` around the same modules.
@@ -232,3 +324,13 @@ class LevelFasterRCNN(LevelLossMixin, FasterRCNN):
                 f"{len(self.rpn.anchor_generator.sizes)} levels"
             )
         self._init_levels(level_names, self.roi_heads.box_predictor.cls_score.out_features - 1)
+
+    def _candidates_from_features(
+        self, images: ImageList, features: OrderedDict[str, Tensor]
+    ) -> list[dict[str, Tensor]]:
+        # The eval branch of torchvision's GeneralizedRCNN forward, RoI heads stopped before NMS.
+        proposals, _ = self.rpn(images, features)
+        return self.roi_heads.candidates_from_features(features, proposals, images.image_sizes)
+
+    def _nms_settings(self) -> tuple[float, int]:
+        return float(self.roi_heads.nms_thresh), int(self.roi_heads.detections_per_img)

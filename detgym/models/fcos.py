@@ -9,7 +9,6 @@ terms by the level range of the location splits each scalar exactly.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -18,7 +17,15 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
-from ._utils import DenseLevelLossMixin, RecordsLevelSizes, stack_matches, sum_by_level
+from ._candidates import DenseCandidatesMixin
+from ._utils import (
+    DenseLevelLossMixin,
+    RecordsLevelSizes,
+    branch_layout,
+    group_norm_layer,
+    stack_matches,
+    sum_by_level,
+)
 
 __all__ = ["LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead"]
 
@@ -120,7 +127,7 @@ class LevelFCOSHead(RecordsLevelSizes, FCOSHead):
     ) -> None:
         nn.Module.__init__(self)  # the branches are built here, as level-aware subclasses
         if norm_layer is None:
-            norm_layer = partial(nn.GroupNorm, 32)
+            norm_layer = group_norm_layer(32)
         self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
         self.classification_head = LevelFCOSClassificationHead(
             in_channels, num_anchors, num_classes, num_convs, norm_layer=norm_layer
@@ -163,8 +170,11 @@ class LevelFCOSHead(RecordsLevelSizes, FCOSHead):
         return {"classification": cls, "bbox_regression": reg, "bbox_ctrness": ctr}
 
 
-class LevelFCOS(DenseLevelLossMixin, FCOS):
+class LevelFCOS(DenseCandidatesMixin, DenseLevelLossMixin, FCOS):
     """torchvision FCOS with ``level_names``, ``num_levels`` and ``level_losses``.
+
+    Also ``candidates`` (pre-NMS boxes with their logit rows), ``postprocess`` (the model's NMS on them) and
+    ``embed`` / ``embed_dim`` (pooled FPN features), see :class:`~detgym.models._candidates.CandidatesMixin`.
 
     Args:
         backbone: feature extractor with ``out_channels`` returning one map per level.
@@ -198,31 +208,21 @@ class LevelFCOS(DenseLevelLossMixin, FCOS):
         The head is rebuilt as a :class:`LevelFCOSHead` of the same layout and loaded with
         ``model.head``'s weights.
         """
-        old = model.head
-        cls_head = old.classification_head
-        convs = [m for m in cls_head.conv if isinstance(m, nn.Conv2d)]
-        norms = [m for m in cls_head.conv if isinstance(m, nn.GroupNorm)]
-        if len(norms) != len(convs):
+        cls_head = model.head.classification_head
+        in_channels, num_convs, norm_layer = branch_layout(cls_head)
+        if norm_layer is None:
             raise ValueError("unsupported FCOS head layout (expected conv-GroupNorm-ReLU blocks)")
         head = LevelFCOSHead(
-            convs[0].in_channels,
-            cls_head.num_anchors,
-            cls_head.num_classes,
-            num_convs=len(convs),
-            norm_layer=partial(nn.GroupNorm, norms[0].num_groups),
+            in_channels, cls_head.num_anchors, cls_head.num_classes, num_convs=num_convs, norm_layer=norm_layer
         )
-        head.load_state_dict(old.state_dict())
-        new = cls(
-            model.backbone,
-            cls_head.num_classes,
-            level_names=level_names,
-            anchor_generator=model.anchor_generator,
-            head=head,
-            center_sampling_radius=model.center_sampling_radius,
-            score_thresh=model.score_thresh,
-            nms_thresh=model.nms_thresh,
-            detections_per_img=model.detections_per_img,
-            topk_candidates=model.topk_candidates,
-        )
-        new.transform = model.transform
-        return new
+        return cls._adopt_dense(model, level_names, head, center_sampling_radius=model.center_sampling_radius)
+
+    def _level_scores(self, head_outputs: dict[str, list[Tensor]], image: int, level: int) -> Tensor:
+        """Per-location, per-class scores of one level: ``sqrt(sigmoid(cls_logits) * sigmoid(ctrness))``."""
+        logits = head_outputs["cls_logits"][level][image]
+        ctrness = head_outputs["bbox_ctrness"][level][image]
+        return torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(ctrness))
+
+    def _decode_boxes(self, deltas: Tensor, anchors: Tensor) -> Tensor:
+        """Boxes from the regression of the given locations (torchvision's ``BoxLinearCoder.decode``)."""
+        return self.box_coder.decode(deltas, anchors)

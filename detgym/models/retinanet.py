@@ -10,7 +10,6 @@ level range of the anchor (anchors are concatenated level by level) splits the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any, Callable, Optional
 
 import torch
@@ -23,11 +22,13 @@ from torchvision.models.detection.retinanet import (
 )
 from torchvision.ops import sigmoid_focal_loss
 
+from ._candidates import DenseCandidatesMixin
 from ._utils import (
     BETWEEN_THRESHOLDS,
     DenseLevelLossMixin,
     RecordsLevelSizes,
     box_loss_per_box,
+    branch_layout,
     stack_matches,
     sum_by_level,
 )
@@ -193,8 +194,11 @@ class LevelRetinaNetHead(RecordsLevelSizes, RetinaNetHead):
         }
 
 
-class LevelRetinaNet(DenseLevelLossMixin, RetinaNet):
+class LevelRetinaNet(DenseCandidatesMixin, DenseLevelLossMixin, RetinaNet):
     """torchvision RetinaNet with ``level_names``, ``num_levels`` and ``level_losses``.
+
+    Also ``candidates`` (pre-NMS boxes with their logit rows), ``postprocess`` (the model's NMS on them) and
+    ``embed`` / ``embed_dim`` (pooled FPN features), see :class:`~detgym.models._candidates.CandidatesMixin`.
 
     Args:
         backbone: feature extractor with ``out_channels`` returning one map per level.
@@ -230,37 +234,22 @@ class LevelRetinaNet(DenseLevelLossMixin, RetinaNet):
         The head is rebuilt as a :class:`LevelRetinaNetHead` of the same layout (norm layer, conv count,
         box loss) and loaded with ``model.head``'s weights.
         """
-        old = model.head
-        cls_head = old.classification_head
-        first = cls_head.conv[0]
-        norm = first[1] if len(first) > 2 else None
-        norm_layer = _gn(norm.num_groups) if isinstance(norm, nn.GroupNorm) else None
-        if norm is not None and norm_layer is None:
-            raise ValueError(f"unsupported RetinaNet head norm {type(norm).__name__}")
+        cls_head = model.head.classification_head
+        in_channels, num_convs, norm_layer = branch_layout(cls_head)
         head = LevelRetinaNetHead(
-            first[0].in_channels,
+            in_channels,
             cls_head.num_anchors,
             cls_head.num_classes,
             norm_layer=norm_layer,
-            num_convs=len(cls_head.conv),
-            loss_type=old.regression_head._loss_type,
+            num_convs=num_convs,
+            loss_type=model.head.regression_head._loss_type,
         )
-        head.load_state_dict(old.state_dict())
-        new = cls(
-            model.backbone,
-            cls_head.num_classes,
-            level_names=level_names,
-            anchor_generator=model.anchor_generator,
-            head=head,
-            proposal_matcher=model.proposal_matcher,
-            score_thresh=model.score_thresh,
-            nms_thresh=model.nms_thresh,
-            detections_per_img=model.detections_per_img,
-            topk_candidates=model.topk_candidates,
-        )
-        new.transform = model.transform
-        return new
+        return cls._adopt_dense(model, level_names, head, proposal_matcher=model.proposal_matcher)
 
+    def _level_scores(self, head_outputs: dict[str, list[Tensor]], image: int, level: int) -> Tensor:
+        """Per-anchor, per-class scores of one level: ``sigmoid(cls_logits)``, ``[A_l, K]``."""
+        return torch.sigmoid(head_outputs["cls_logits"][level][image])
 
-def _gn(groups: int) -> Callable[..., nn.Module]:
-    return partial(nn.GroupNorm, groups)
+    def _decode_boxes(self, deltas: Tensor, anchors: Tensor) -> Tensor:
+        """Boxes from the regression deltas of the given anchors (torchvision's ``BoxCoder.decode_single``)."""
+        return self.box_coder.decode_single(deltas, anchors)
