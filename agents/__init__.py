@@ -1,31 +1,32 @@
 """Agents for the detgym environments, all with SB3's ``predict`` interface (see :class:`agents.base.Agent`).
 
-Paper 000 (DetLossWeight): :class:`AVWAgent` (always a0), :class:`RLOAgent` (eq. 8-9); baselines
-:class:`UniformAgent` (always a3), :class:`RandomAgent`, :class:`ConstantAgent` (any single scheme).
-SB3 PPO / A2C / DQN: :mod:`agents.sb3`.
+:func:`make_agent` builds any of them by name for an env (``agents.registry.AGENTS`` lists them, with the envs
+they fit); :func:`run_episode` is the one episode loop. Paper 000 (DetLossWeight): :class:`AVWAgent`,
+:class:`RLOAgent`; baselines :class:`UniformAgent`, :class:`ConstantAgent`, :class:`RandomAgent` (any env);
+SB3 / sb3-contrib algorithms: :class:`agents.sb3.SB3Agent`.
 """
 
 from agents.avw import AVWAgent
 from agents.base import Agent
 from agents.constant import ConstantAgent
 from agents.random_agent import RandomAgent
+from agents.registry import AGENTS, AgentSpec, agent_names, make_agent
 from agents.rlo import RLOAgent
+from agents.rollout import Episode, evaluate, run_episode
 from agents.uniform import UniformAgent
 
-__all__ = ["AVWAgent", "Agent", "ConstantAgent", "RLOAgent", "RandomAgent", "UniformAgent", "make_agent"]
-
-
-def make_agent(name: str, seed: int | None = None, **kwargs) -> Agent:
-    """Build a paper / baseline agent by name: ``uniform``, ``avw``, ``rlo``, ``random`` or ``a0`` .. ``a3``."""
-    key = name.lower()
-    if key == "uniform":
-        return UniformAgent()
-    if key == "avw":
-        return AVWAgent()
-    if key == "rlo":
-        return RLOAgent(seed=seed, **kwargs)
-    if key == "random":
-        return RandomAgent(seed=seed)
-    if key in ("a0", "a1", "a2", "a3"):
-        return ConstantAgent(int(key[1]))
-    raise ValueError(f"unknown agent {name!r}; accepted: uniform, avw, rlo, random, a0, a1, a2, a3")
+__all__ = [
+    "AGENTS",
+    "AVWAgent",
+    "Agent",
+    "AgentSpec",
+    "ConstantAgent",
+    "Episode",
+    "RLOAgent",
+    "RandomAgent",
+    "UniformAgent",
+    "agent_names",
+    "evaluate",
+    "make_agent",
+    "run_episode",
+]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+import gymnasium as gym
+
 from agents.base import Agent
-from detgym.envs.observation import split_observation
-from detgym.weighting import interval_reward, rlo_update
+from agents.constant import fits_loss_weight_schemes
+from detgym.envs.loss_weight.observation import split_observation
+from detgym.envs.loss_weight.weighting import N_ACTIONS, interval_reward, rlo_update
+from detgym.tensorboard import TensorBoardLogger
 
 __all__ = ["RLOAgent"]
 
@@ -41,6 +45,9 @@ class RLOAgent(Agent):
         last_reward: the reward of the last update per env (``nan`` before the first).
     """
 
+    n_actions: int = N_ACTIONS
+    eval_deterministic = False
+
     def __init__(
         self,
         gamma: float = 0.01,
@@ -64,7 +71,7 @@ class RLOAgent(Agent):
         self.initial_probs = init
         self.rng = np.random.default_rng(seed)
         self.log_dir = log_dir
-        self._writer: Any = None
+        self.logger = TensorBoardLogger(log_dir)
         self._probs = np.empty((0, self.n_actions))
         self._last_action = np.empty(0, dtype=np.int64)
         self._last_reward = np.empty(0)
@@ -91,9 +98,11 @@ class RLOAgent(Agent):
 
     def close(self) -> None:
         """Flush and close the TensorBoard writer, if any."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.logger.close()
+
+    @classmethod
+    def fits(cls, env: gym.Env) -> bool:
+        return fits_loss_weight_schemes(env)
 
     # --------------------------------------------------------------- Agent hooks
     def _resize(self, n_envs: int) -> None:
@@ -120,7 +129,7 @@ class RLOAgent(Agent):
             self._probs[i] = rlo_update(self._probs[i], int(self._last_action[i]), reward, self.gamma, self.beta)
             self._last_reward[i] = reward
 
-    def _act(self, batch: np.ndarray, deterministic: bool) -> np.ndarray:
+    def _act(self, batch: np.ndarray, deterministic: bool, action_masks: np.ndarray | None) -> np.ndarray:
         n = batch.shape[0]
         actions = np.empty(n, dtype=np.int64)
         for i in range(n):
@@ -133,22 +142,17 @@ class RLOAgent(Agent):
         return actions
 
     def _log(self, actions: np.ndarray) -> None:
-        if self.log_dir is None:
+        if not self.logger.enabled:
             return
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.log_dir))
         self._global_decisions += 1
-        step = self._global_decisions
-        w = self._writer
+        step, log = self._global_decisions, self.logger
         for k in range(self.n_actions):
-            w.add_scalar(f"rlo/prob/a{k}", float(self._probs[0, k]), step)
+            log.scalar(f"rlo/prob/a{k}", float(self._probs[0, k]), step)
         if np.isfinite(self._last_reward[0]):
-            w.add_scalar("rlo/reward", float(self._last_reward[0]), step)
-        w.add_scalar("rlo/action", int(actions[0]), step)
-        w.add_scalar("rlo/episode", self._episode, step)
-        w.add_scalar("rlo/decision", int(self._decision[0]), step)
+            log.scalar("rlo/reward", float(self._last_reward[0]), step)
+        log.scalar("rlo/action", int(actions[0]), step)
+        log.scalar("rlo/episode", self._episode, step)
+        log.scalar("rlo/decision", int(self._decision[0]), step)
 
     def __repr__(self) -> str:
         return f"RLOAgent(gamma={self.gamma}, beta={self.beta})"

@@ -1,9 +1,11 @@
-"""Stable-Baselines3 PPO / A2C / DQN on the detgym envs, ready to ``learn``.
+"""Stable-Baselines3 / sb3-contrib algorithms on the detgym envs, as agents ready to ``learn``.
 
-``make_env`` applies the observation scaling (:class:`detgym.envs.wrappers.LogScaleObservation`) and, for the
-continuous variant, rescales the Box action to ``[-1, 1]``; ``make_sb3`` builds an algorithm with defaults
-sized for short episodes (small rollout buffers, a small replay buffer) on the CPU. SB3 models already have the
-agent interface (``predict``), so they plug into the same evaluation loops as the paper agents.
+:func:`wrap_env` adds what SB3 needs and nothing else: the DetLossWeight observation scaling
+(:class:`~detgym.envs.loss_weight.wrappers.LogScaleObservation`) on DetLossWeight envs only, and a ``[-1, 1]``
+rescaling of a Box action whose bounds are not already that. :func:`make_sb3` builds an algorithm with
+defaults sized for short episodes on the CPU; :class:`SB3Agent` holds one with the detgym agent interface
+(``learn`` + ``predict`` + ``wrap_env``), which is what :func:`agents.make_agent` returns for ``"ppo"``,
+``"a2c"``, ``"dqn"``, ``"maskable_ppo"`` and ``"recurrent_ppo"``.
 
 Example::
 
@@ -18,11 +20,14 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
-__all__ = ["ALGOS", "SB3_DEFAULTS", "make_env", "make_sb3", "make_vec"]
+from agents.base import Agent, env_family
+
+__all__ = ["ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "make_env", "make_sb3", "make_vec", "wrap_env"]
 
 #: Accepted algorithm names.
-ALGOS: tuple[str, ...] = ("ppo", "a2c", "dqn")
+ALGOS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
 
 #: Per-algorithm keyword defaults (over SB3's): sized for episodes of tens of steps and short runs.
 SB3_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -31,33 +36,52 @@ SB3_DEFAULTS: dict[str, dict[str, Any]] = {
     # a 1e6-transition replay buffer would allocate hundreds of MB for nothing
     "dqn": {"buffer_size": 10_000, "learning_starts": 32, "batch_size": 32, "train_freq": 1,
             "target_update_interval": 64, "exploration_fraction": 0.3},
+    "maskable_ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "learning_rate": 3e-4},
+    "recurrent_ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 4, "learning_rate": 3e-4},
 }
 
+_POLICY = {"recurrent_ppo": "MlpLstmPolicy"}
+_ON_POLICY_ACTIONS = (spaces.Discrete, spaces.Box, spaces.MultiBinary, spaces.MultiDiscrete)
+_MASKABLE_ACTIONS = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
-def make_env(
-    env_id: str = "DetLossWeight-v0",
-    *,
-    scale_obs: bool = True,
-    rescale_action: bool = True,
-    **env_kwargs: Any,
-) -> gym.Env:
-    """``gymnasium.make(env_id, **env_kwargs)`` with the wrappers SB3 needs.
 
-    Args:
-        env_id: a registered id (``"detgym:"`` prefix optional).
-        scale_obs: wrap in :class:`~detgym.envs.wrappers.LogScaleObservation`.
-        rescale_action: for a Box action space, wrap in ``RescaleAction(env, -1, 1)``.
-    """
-    import detgym  # noqa: F401  registers the ids
-    from detgym.envs.wrappers import LogScaleObservation
+def algo_fits(algo: str, env: gym.Env) -> bool:
+    """Whether SB3's ``algo`` can train on ``env``: DQN needs a Discrete action, MaskablePPO an env with
+    ``action_masks()``, the others any Discrete / Box / MultiBinary / MultiDiscrete action."""
+    action = env.action_space
+    if algo == "dqn":
+        return isinstance(action, spaces.Discrete)
+    if algo == "maskable_ppo":
+        return isinstance(action, _MASKABLE_ACTIONS) and _has_action_masks(env)
+    return isinstance(action, _ON_POLICY_ACTIONS)
 
-    env = gym.make(env_id, **env_kwargs)
-    if scale_obs:
+
+def _has_action_masks(env: gym.Env) -> bool:
+    try:
+        return callable(env.get_wrapper_attr("action_masks"))
+    except AttributeError:
+        return False
+
+
+def wrap_env(env: gym.Env, *, scale_obs: bool = True, rescale_action: bool = True) -> gym.Env:
+    """``env`` with the wrappers SB3 needs (see the module docstring)."""
+    if scale_obs and env_family(env) == "loss_weight":
+        from detgym.envs.loss_weight.wrappers import LogScaleObservation
+
         env = LogScaleObservation(env)
-    if rescale_action and isinstance(env.action_space, gym.spaces.Box):
+    box = env.action_space
+    if rescale_action and isinstance(box, spaces.Box) and not (np.all(box.low == -1) and np.all(box.high == 1)):
         # float32 bounds: float64 ones make gymnasium warn about precision on every env built
         env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     return env
+
+
+def make_env(env_id: str = "DetLossWeight-v0", *, scale_obs: bool = True, rescale_action: bool = True,
+             **env_kwargs: Any) -> gym.Env:
+    """``gymnasium.make(env_id, **env_kwargs)`` with :func:`wrap_env`'s wrappers (``"detgym:"`` prefix optional)."""
+    import detgym  # noqa: F401  registers the ids
+
+    return wrap_env(gym.make(env_id, **env_kwargs), scale_obs=scale_obs, rescale_action=rescale_action)
 
 
 def make_vec(env_id: str = "DetLossWeight-v0", n_envs: int = 1, seed: int = 0, *, vec_normalize: bool = False,
@@ -71,19 +95,71 @@ def make_vec(env_id: str = "DetLossWeight-v0", n_envs: int = 1, seed: int = 0, *
     return VecNormalize(venv, norm_obs=True, norm_reward=False) if vec_normalize else venv
 
 
-def make_sb3(algo: str, env: Any, seed: int | None = 0, policy: str = "MlpPolicy", **kwargs: Any):
-    """Build SB3's ``algo`` ("ppo", "a2c", "dqn") on ``env`` with :data:`SB3_DEFAULTS` (``kwargs`` win).
+def _algo_class(key: str) -> type:
+    if key in ("maskable_ppo", "recurrent_ppo"):
+        from sb3_contrib import MaskablePPO, RecurrentPPO
 
-    Raises:
-        ValueError: unknown ``algo``, or DQN on a continuous (Box) action space.
-    """
+        return {"maskable_ppo": MaskablePPO, "recurrent_ppo": RecurrentPPO}[key]
     from stable_baselines3 import A2C, DQN, PPO
 
+    return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[key]
+
+
+def make_sb3(algo: str, env: Any, seed: int | None = 0, policy: str | None = None, **kwargs: Any):
+    """Build ``algo`` (see :data:`ALGOS`) on ``env`` with :data:`SB3_DEFAULTS` (``kwargs`` win).
+
+    Raises:
+        ValueError: unknown ``algo``, or an algorithm that cannot act in ``env`` (DQN on a Box action, ...).
+    """
     key = str(algo).lower()
-    classes = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-    if key not in classes:
+    if key not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; accepted: {', '.join(ALGOS)}")
-    if key == "dqn" and not isinstance(env.action_space, gym.spaces.Discrete):
-        raise ValueError("algo='dqn' needs a Discrete action space: use DetLossWeight-v0, not the Continuous variant")
+    if key == "dqn" and not isinstance(env.action_space, spaces.Discrete):
+        raise ValueError(
+            f"algo='dqn' needs a Discrete action space, got {env.action_space}: use PPO / A2C, or a discrete variant"
+        )
     options = {**SB3_DEFAULTS[key], "seed": seed, "device": "cpu", "verbose": 0, **kwargs}
-    return classes[key](policy, env, **options)
+    return _algo_class(key)(policy or _POLICY.get(key, "MlpPolicy"), env, **options)
+
+
+class SB3Agent(Agent):
+    """An SB3 / sb3-contrib algorithm as a detgym agent: :meth:`learn` on an env, then :meth:`predict`.
+
+    The model trains on ``wrap_env(env)`` (the env itself, wrapped; one env, SB3's Monitor), so its training
+    episodes use whatever seeds SB3 resets the env with (``seed``); evaluate it on other seeds through
+    :func:`agents.rollout.run_episode`, which applies :meth:`wrap_env` to the evaluation env.
+
+    Args:
+        algo: one of :data:`ALGOS`.
+        env: the env to train on (a detgym env, possibly wrapped).
+        seed: the algorithm's seed (network initialisation, exploration, training-episode seeds).
+        **kwargs: SB3 constructor arguments over :data:`SB3_DEFAULTS` (``policy=`` picks the policy class).
+    """
+
+    def __init__(self, algo: str, env: gym.Env, seed: int | None = 0, **kwargs: Any) -> None:
+        from stable_baselines3.common.env_util import make_vec_env
+
+        self.algo = str(algo).lower()
+        wrapped = wrap_env(env)
+        super().__init__(wrapped.observation_space, wrapped.action_space)
+        self.venv = make_vec_env(lambda: wrapped, n_envs=1, seed=seed)
+        self.model = make_sb3(self.algo, self.venv, seed=seed, **kwargs)
+
+    def learn(self, total_timesteps: int, **kwargs: Any) -> "SB3Agent":
+        """Train for ``total_timesteps`` env steps (SB3's ``learn``; ``progress_bar=True`` shows one)."""
+        if int(total_timesteps) < 1:
+            raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps!r}")
+        self.model.learn(total_timesteps=int(total_timesteps), **kwargs)
+        return self
+
+    def wrap_env(self, env: gym.Env) -> gym.Env:
+        return wrap_env(env)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False,
+                action_masks: Any = None) -> tuple[np.ndarray, Any]:
+        if self.algo == "maskable_ppo":
+            return self.model.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
+        return self.model.predict(observation, state, episode_start, deterministic)
+
+    def __repr__(self) -> str:
+        return f"SB3Agent({self.algo!r})"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from agents import RLOAgent
-from detgym.envs.observation import build_observation
-from detgym.weighting import rlo_update
+from detgym.envs.loss_weight.observation import build_observation
+from detgym.envs.loss_weight.weighting import rlo_update
 
 
 def obs(total_now: float, total_prev: float, n: int = 3) -> np.ndarray:

@@ -13,12 +13,11 @@ import pytest
 from gymnasium.error import ResetNeeded
 
 import detgym  # noqa: F401  registers the ids
-from detgym.envs.loss_weight import COCO_STATS, DetLossWeightContinuousEnv, DetLossWeightEnv
-from detgym.envs.observation import split_observation
-from detgym.envs.presets import DEFAULT_PRESET, PRESETS, get_preset
-from detgym.envs.wrappers import LogScaleObservation
+from detgym.envs.loss_weight import PRESETS, DetLossWeightContinuousEnv, DetLossWeightEnv, LogScaleObservation
+from detgym.envs.loss_weight.observation import split_observation
+from detgym.metrics import STAT_NAMES as COCO_STATS
 from detgym.train import NonFiniteLossError
-from detgym.weighting import decrease_rate, interval_reward, scheme_weights
+from detgym.envs.loss_weight.weighting import decrease_rate, interval_reward, scheme_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,13 +200,14 @@ def test_map_reward_telescopes_to_final_ap(kw):
 
 
 def test_overrides_and_presets(kw):
-    assert DEFAULT_PRESET in PRESETS and get_preset("default") == PRESETS[DEFAULT_PRESET]
+    assert PRESETS.default in PRESETS and PRESETS.get_preset("default") == PRESETS[PRESETS.default]
     assert {p.alpha for k, p in PRESETS.items() if k.endswith("-r50")} == {100}
     env = DetLossWeightEnv(**kw, alpha=4, iterations=18, n_enhance=1, lambdas=(2.0,), train_size=10)
     assert env.alpha == 4 and env.n_intervals == 4 and env.total_iterations == 16
-    assert env.train_config.iterations == 16 and len(env.train_set) == 10
+    assert len(env.train_set) == 10
     assert env.observation_space.high[-1] == pytest.approx(3.0)  # weights <= 1 + lambda
     _, info = env.reset(seed=0)
+    assert env.trainer.config.iterations == 16
     assert info["iteration_losses"].shape == (4, env.n_levels)
     _, _, _, _, info = env.step(2)
     assert np.sum(info["weights"] > 1.0) <= 1

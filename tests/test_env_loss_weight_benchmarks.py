@@ -59,7 +59,7 @@ def test_bootstrap_and_iqm():
 
 def test_plot_rlo_probs_from_agent_log(tmp_path):
     from agents import RLOAgent
-    from detgym.envs.observation import build_observation
+    from detgym.envs.loss_weight.observation import build_observation
 
     def obs(now, prev):
         return build_observation(np.full(5, now), np.full(5, prev), np.ones(5), np.ones(5), 0.5, np.ones(5))

@@ -1,11 +1,11 @@
-"""detgym.weighting against hand-worked numbers (eq. 2-5, 7, 9 of paper 000)."""
+"""detgym.envs.loss_weight.weighting against hand-worked numbers (eq. 2-5, 7, 9 of paper 000)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from detgym.weighting import (
+from detgym.envs.loss_weight.weighting import (
     N_ACTIONS,
     decrease_rate,
     interval_reward,

@@ -1,41 +1,63 @@
-"""detgym's Gymnasium environments and their registration.
+"""detgym's Gymnasium environments and their registration table.
 
 ``import detgym`` calls :func:`register_envs`, so ``gymnasium.make("DetLossWeight-v0")`` works after it, and
 ``gymnasium.make("detgym:DetLossWeight-v0")`` works without it (gymnasium imports ``detgym`` first).
 Entry points are strings, so registering imports neither torch nor the detectors.
+
+Every env family is a package (``loss_weight``, ...) on the shared substrate (:mod:`detgym.envs.substrate`,
+:mod:`detgym.envs.base`). Adding a family means adding rows to :data:`VARIANTS` (one per env class) and to
+:data:`PRESET_IDS` (one per preset that gets an id): every family registers its CPU default (no suffix), a
+``-Test`` id (seconds per episode: what the test suite and quick checks use) and its GPU presets.
 """
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-__all__ = ["ENV_IDS", "register_envs"]
+__all__ = ["ENV_IDS", "FAMILIES", "PRESET_IDS", "VARIANTS", "env_ids", "register_envs"]
 
-_LOSS_WEIGHT = "detgym.envs.loss_weight:DetLossWeightEnv"
-_LOSS_WEIGHT_CONT = "detgym.envs.loss_weight:DetLossWeightContinuousEnv"
+#: (id prefix, entry point, family): one row per env class.
+VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("DetLossWeight", "detgym.envs.loss_weight.env:DetLossWeightEnv", "loss_weight"),
+    ("DetLossWeightContinuous", "detgym.envs.loss_weight.env:DetLossWeightContinuousEnv", "loss_weight"),
+)
 
-# env id suffix -> preset name of detgym.envs.presets.PRESETS
-_LOSS_WEIGHT_VARIANTS: dict[str, str] = {
-    "": "default",
-    "-RetinaNet": "retinanet",
-    "-FCOS": "fcos",
-    "-FasterRCNN": "fasterrcnn",
-    "-RetinaNet-R50": "retinanet-r50",
-    "-FCOS-R50": "fcos-r50",
-    "-FasterRCNN-R50": "fasterrcnn-r50",
-    "-Test": "test",
+#: family -> (id suffix, preset name): the presets that get an id, for every variant of the family.
+PRESET_IDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "loss_weight": (
+        ("", "default"),
+        ("-RetinaNet", "retinanet"),
+        ("-FCOS", "fcos"),
+        ("-FasterRCNN", "fasterrcnn"),
+        ("-RetinaNet-R50", "retinanet-r50"),
+        ("-FCOS-R50", "fcos-r50"),
+        ("-FasterRCNN-R50", "fasterrcnn-r50"),
+        ("-Test", "test"),
+    ),
 }
 
-#: Every env id registered by :func:`register_envs`, with its entry point and default kwargs.
-ENV_IDS: dict[str, tuple[str, dict]] = {}
-for _suffix, _preset in _LOSS_WEIGHT_VARIANTS.items():
-    ENV_IDS[f"DetLossWeight{_suffix}-v0"] = (_LOSS_WEIGHT, {"preset": _preset})
-    ENV_IDS[f"DetLossWeightContinuous{_suffix}-v0"] = (_LOSS_WEIGHT_CONT, {"preset": _preset})
+#: Env family names, in table order.
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(family for _, _, family in VARIANTS))
+
+#: Every env id registered by :func:`register_envs`: id -> (entry point, default kwargs, family).
+ENV_IDS: dict[str, tuple[str, dict, str]] = {
+    f"{prefix}{suffix}-v0": (entry_point, {"preset": preset}, family)
+    for prefix, entry_point, family in VARIANTS
+    for suffix, preset in PRESET_IDS[family]
+}
+
+
+def env_ids(family: str | None = None, *, test: bool | None = None) -> list[str]:
+    """Registered ids, optionally of one family, and only the ``-Test`` ids (``test=True``) or none of them."""
+    return [
+        env_id for env_id, (_, kwargs, fam) in ENV_IDS.items()
+        if (family is None or fam == family) and (test is None or (kwargs["preset"] == "test") == test)
+    ]
 
 
 def register_envs() -> None:
     """Register every detgym env id with gymnasium (idempotent)."""
-    for env_id, (entry_point, kwargs) in ENV_IDS.items():
+    for env_id, (entry_point, kwargs, _) in ENV_IDS.items():
         if env_id not in registry:
-            # no max_episode_steps: the env truncates itself at the end of the training schedule
+            # no max_episode_steps: every env ends its episodes itself (end of schedule, budget, image)
             register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=False)

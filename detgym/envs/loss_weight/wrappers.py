@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from detgym.envs.observation import n_levels_from_size
+from .observation import n_levels_from_size
 
 __all__ = ["LogScaleObservation"]
 

@@ -4,31 +4,26 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from detgym.envs.observation import build_observation, observation_size
-from detgym.envs.presets import LossWeightPreset, get_preset
-from detgym.train import NonFiniteLossError, Trainer, get_recipe
-from detgym.weighting import ACTION_NAMES, N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
+from detgym.envs.base import DetectorEnv
+from detgym.metrics import STAT_NAMES
+from detgym.train import NonFiniteLossError, Trainer
 
-__all__ = ["COCO_STATS", "REWARDS", "DetLossWeightContinuousEnv", "DetLossWeightEnv"]
+from .observation import build_observation, observation_size
+from .presets import PRESETS, LossWeightPreset
+from .weighting import N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
 
-#: Reward names accepted by the ``reward`` argument.
-REWARDS: tuple[str, ...] = ("loss", "map")
-#: COCO stat names of ``info["final_metrics"]`` (detgym.metrics.coco_evaluate) and of ``map_metric``.
-COCO_STATS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+__all__ = ["DetLossWeightContinuousEnv", "DetLossWeightEnv"]
 
-_SEED_HIGH = 2**31 - 1
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-class DetLossWeightEnv(gym.Env):
+class DetLossWeightEnv(DetectorEnv):
     """
     ## Description
 
@@ -57,7 +52,7 @@ class DetLossWeightEnv(gym.Env):
 
     ``Box(float32, (5 n + 1,))`` for ``n`` pyramid levels (5 for RetinaNet / FCOS P3-P7), the state
     ``S_t = [L_{i,t}, L_{i,t-1}, Var_{i,t}, Var_{i,t-1}]`` of eq. 6 plus progress and current weights
-    (layout helpers: :mod:`detgym.envs.observation`):
+    (layout helpers: :mod:`detgym.envs.loss_weight.observation`):
 
     | Index          | Observation                                                     | Min | Max          |
     |----------------|-----------------------------------------------------------------|-----|--------------|
@@ -69,7 +64,7 @@ class DetLossWeightEnv(gym.Env):
     | 4n+1 .. 5n     | weights ``w_i`` used during interval t                           | 1   | 1 + max(λ)   |
 
     Raw losses are not scaled (they grow with ``alpha``): for SB3 wrap the env in
-    :class:`detgym.envs.wrappers.LogScaleObservation` (what :mod:`agents.sb3` does) or use ``VecNormalize``.
+    :class:`detgym.envs.loss_weight.wrappers.LogScaleObservation` (what :mod:`agents.sb3` does) or use ``VecNormalize``.
     (Continuous variant: the weight bounds are ``weight_bounds``.)
 
     ## Rewards
@@ -109,26 +104,27 @@ class DetLossWeightEnv(gym.Env):
     ``weights`` (float64 [n], used during the interval), ``action`` (the scheme index, or ``None`` at reset;
     the weights for the continuous variant), ``iteration`` (trainer iterations done), ``interval`` (t),
     ``lr``, ``reward_loss`` (the eq. 7 value whatever the reward), ``level_names``; ``map`` when evaluated;
-    ``final_metrics`` on the last step.
+    ``final_metrics`` on the last step. The step that diverges has the same keys (its interval statistics and
+    ``reward_loss`` are NaN) plus ``diverged`` and ``error``.
 
     ## Arguments
 
     ``gymnasium.make("detgym:DetLossWeight-v0", **kwargs)``; other ids pick other presets
     (``-RetinaNet``, ``-FCOS``, ``-FasterRCNN``, ``-RetinaNet-R50``, ``-FCOS-R50``, ``-FasterRCNN-R50``,
-    ``-Test``; see :mod:`detgym.envs.presets`). Every argument left ``None`` takes the preset's value; the dict
-    arguments (``dataset_kwargs``, ``train_overrides``, ``model_overrides``) are merged into the preset's.
+    ``-Test``; see :mod:`detgym.envs.loss_weight.presets`). Every field of
+    :class:`~detgym.envs.loss_weight.presets.LossWeightPreset` is also a keyword argument that overrides the
+    preset (``None`` keeps the preset's value; the dict arguments ``dataset_kwargs``, ``train_overrides`` and
+    ``model_overrides`` are merged into the preset's); an unknown name raises ValueError listing the fields.
 
     * ``preset``: preset name (``"default"``, ``"retinanet"``, ``"fcos"``, ``"fasterrcnn"``, ``"*-r50"``,
       ``"test"``).
-    * ``recipe``: a :data:`detgym.train.RECIPES` name (detector family, backbone, TrainConfig).
-    * ``alpha``: iterations per step (paper: 100). ``iterations``: total ``T``.
-    * ``image_size``: detector input size and digits image size.
-    * ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``: the data (``train_set`` / ``val_set``:
-      ready :class:`detgym.data.DetectionDataset` objects instead).
-    * ``train_overrides``: TrainConfig changes; ``device``: shortcut for ``train_overrides["device"]``.
-    * ``model_overrides``: extra ``build_detector`` arguments.
-    * ``reward`` (``"loss"`` / ``"map"``), ``map_every``, ``map_metric``.
-    * ``n_enhance`` (N of eq. 5, paper 2), ``lambdas`` (paper (1.5, 1.0)).
+    * Substrate fields (every env family has them): ``recipe`` (a :data:`detgym.train.RECIPES` name),
+      ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``
+      (TrainConfig changes), ``model_overrides`` (extra ``build_detector`` arguments), ``device``.
+    * Family fields: ``alpha`` (iterations per step; paper 100), ``iterations`` (total ``T``), ``reward``
+      (``"loss"`` / ``"map"``), ``map_every``, ``map_metric``, ``n_enhance`` (N of eq. 5, paper 2),
+      ``lambdas`` (paper (1.5, 1.0)).
+    * ``train_set`` / ``val_set``: ready :class:`detgym.data.DetectionDataset` objects instead of the preset's data.
     * ``nan_penalty``: reward on divergence (default: see Rewards).
     * ``log_dir``: TensorBoard directory for per-step weights, action, reward and per-level losses / variances
       (tags ``loss_weight/...``, global step = training iterations done by this env over all its episodes).
@@ -137,64 +133,45 @@ class DetLossWeightEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"]}
 
+    family = "loss_weight"
+    presets = PRESETS
+
     def __init__(
         self,
         preset: str = "default",
         *,
-        recipe: str | None = None,
-        alpha: int | None = None,
-        iterations: int | None = None,
-        image_size: int | None = None,
-        dataset: str | None = None,
-        dataset_kwargs: dict[str, Any] | None = None,
-        train_size: int | None = None,
-        val_size: int | None = None,
-        train_overrides: dict[str, Any] | None = None,
-        model_overrides: dict[str, Any] | None = None,
-        reward: str | None = None,
-        map_every: int | None = None,
-        map_metric: str | None = None,
-        n_enhance: int | None = None,
-        lambdas: Sequence[float] | None = None,
-        device: str | None = None,
         train_set: Any = None,
         val_set: Any = None,
         nan_penalty: float | None = None,
         log_dir: str | os.PathLike | None = None,
         render_mode: str | None = None,
+        **overrides: Any,
     ) -> None:
         super().__init__()
-        overrides = {
-            "recipe": recipe, "alpha": alpha, "iterations": iterations, "image_size": image_size,
-            "dataset": dataset, "dataset_kwargs": dataset_kwargs, "train_size": train_size, "val_size": val_size,
-            "train_overrides": train_overrides, "model_overrides": model_overrides, "reward": reward,
-            "map_every": map_every, "map_metric": map_metric, "n_enhance": n_enhance,
-            "lambdas": tuple(lambdas) if lambdas is not None else None,
-        }
-        base = get_preset(preset)
-        for name in ("dataset_kwargs", "train_overrides", "model_overrides"):
-            if overrides[name] is not None:  # dict arguments add to (and win over) the preset's entries
-                overrides[name] = {**getattr(base, name), **overrides[name]}
-        cfg = base.replace(**{k: v for k, v in overrides.items() if v is not None})
-        if device is not None:
-            cfg = cfg.replace(train_overrides={**cfg.train_overrides, "device": device})
-        self.preset_name = preset
-        self.config: LossWeightPreset = cfg
-        self._validate(cfg, nan_penalty, render_mode)
-        self.render_mode = render_mode
+        self._setup(preset, overrides, splits={"train": train_set, "val": val_set}, log_dir=log_dir)
+        self.config: LossWeightPreset
+        if nan_penalty is not None and not math.isfinite(float(nan_penalty)):
+            raise ValueError(f"nan_penalty must be a finite number, got {nan_penalty!r}")
+        self.nan_penalty = None if nan_penalty is None else float(nan_penalty)
+        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
+        self._configure_schedule()
+        self._configure_levels()
+        self.action_space = self._make_action_space()
+        self.observation_space = self._make_observation_space()
+        self._global_iteration = 0
+        self._episode = -1
+        self.trainer: Trainer | None = None
+        self._done = True
+
+    def _configure_schedule(self) -> None:
+        cfg = self.config
         self.alpha = int(cfg.alpha)
         self.reward_mode = cfg.reward
         self.map_every = int(cfg.map_every)
         self.map_metric = cfg.map_metric
         self.n_enhance = int(cfg.n_enhance)
         self.lambdas = tuple(float(x) for x in cfg.lambdas)
-        self.nan_penalty = None if nan_penalty is None else float(nan_penalty)
-
-        self.recipe = get_recipe(cfg.recipe)
-        if cfg.image_size is not None:
-            self.recipe = self.recipe.replace(image_size=int(cfg.image_size))
-        train_config = self.recipe.train.replace(**dict(cfg.train_overrides))
-        total = int(cfg.iterations) if cfg.iterations is not None else train_config.iterations
+        total = int(cfg.iterations) if cfg.iterations is not None else self.substrate.train_config.iterations
         self.n_intervals = total // self.alpha
         if self.n_intervals < 2:
             raise ValueError(
@@ -202,51 +179,34 @@ class DetLossWeightEnv(gym.Env):
                 "in reset() and every step trains one more"
             )
         self.total_iterations = self.n_intervals * self.alpha
-        self.train_config = train_config.replace(iterations=self.total_iterations)
         #: Steps per episode (the first interval is trained by reset()).
         self.episode_steps = self.n_intervals - 1
+        self.train_set, self.val_set = self.substrate.train_set, self.substrate.val_set
+        self.num_classes = self.substrate.num_classes
 
-        self.train_set, self.val_set = self._load_data(cfg, train_set, val_set)
-        self.num_classes = int(self.train_set.num_classes)
-
-        # A throw-away detector tells the number and names of the levels, which the spaces need now.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            probe = self._build_model()
-        self.n_levels = int(probe.num_levels)
-        self.level_names: tuple[str, ...] = tuple(
-            getattr(probe, "level_names", None) or (f"L{i}" for i in range(self.n_levels))
-        )
-        del probe
+    def _configure_levels(self) -> None:
+        self.level_names: tuple[str, ...] = self.substrate.level_names
+        self.n_levels = len(self.level_names)
         if self.n_enhance > self.n_levels:
             raise ValueError(f"n_enhance must be in 0..{self.n_levels} (the detector's levels), got {self.n_enhance}")
 
-        self.action_space = self._make_action_space()
+    def _make_observation_space(self) -> spaces.Box:
         w_low, w_high = self._weight_bounds()
         n = self.n_levels
         low = np.concatenate([np.zeros(4 * n), [0.0], np.full(n, w_low)]).astype(np.float32)
         # unbounded features use float32's max, as CartPole does: finite bounds keep env checkers quiet
         high = np.concatenate([np.full(4 * n, _F32_MAX), [1.0], np.full(n, w_high)]).astype(np.float32)
-        self.observation_space = spaces.Box(low=low, high=high, dtype=np.float32)
-        assert self.observation_space.shape == (observation_size(n),)
-
-        self.log_dir = log_dir
-        self._writer: Any = None
-        self._global_iteration = 0
-        self._episode = -1
-        self.trainer: Trainer | None = None
-        self._done = True
+        space = spaces.Box(low=low, high=high, dtype=np.float32)
+        assert space.shape == (observation_size(n),)
+        return space
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
-        model_seed, train_seed = (int(s) for s in self.np_random.integers(0, _SEED_HIGH, size=2))
+        model_seed, train_seed = self._draw_seeds(2)
         if self.trainer is not None:
             self.trainer.close()
-        with torch.random.fork_rng(devices=[]):  # the caller's global torch RNG is left alone
-            torch.manual_seed(model_seed)
-            model = self._build_model()
-        self.trainer = Trainer(model, self.train_set, self.val_set, self.train_config.replace(seed=train_seed))
+        self.trainer = self.substrate.build_trainer(model_seed, train_seed, iterations=self.total_iterations)
         self._episode += 1
         self._t = 0
         self._steps = 0
@@ -320,9 +280,6 @@ class DetLossWeightEnv(gym.Env):
     def close(self) -> None:
         if self.trainer is not None:
             self.trainer.close()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
         super().close()
 
     # ------------------------------------------------------------------ actions
@@ -381,86 +338,44 @@ class DetLossWeightEnv(gym.Env):
         else:
             penalty = -float(steps_left) if self.reward_mode == "loss" else -1.0
         self._done = True
+        # the same keys as every other step; the statistics of the interval that diverged do not exist (NaN)
+        nan = np.full(self.n_levels, np.nan)
         info = {
-            "diverged": True,
-            "error": str(err),
+            "interval_losses": nan.copy(),
+            "iteration_losses": np.full((self.alpha, self.n_levels), np.nan),
+            "variances": nan.copy(),
+            "rates": nan.copy(),
             "weights": np.asarray(weights, dtype=np.float64).copy(),
             "action": self._action_info(action, weights),
             "iteration": int(err.iteration),
             "interval": int(self._t + 1),
+            "lr": float(self.trainer.optimizer.param_groups[0]["lr"]),
+            "reward_loss": float("nan"),
             "level_names": self.level_names,
-            "final_metrics": {k: 0.0 for k in COCO_STATS},
+            "diverged": True,
+            "error": str(err),
+            "final_metrics": {k: 0.0 for k in STAT_NAMES},
         }
-        if self._writer is not None:
-            self._writer.add_scalar("loss_weight/diverged", 1.0, self._global_iteration)
+        self.logger.scalar("loss_weight/diverged", 1.0, self._global_iteration)
         return self._obs.copy(), float(penalty), True, False, info
 
-    def _build_model(self) -> torch.nn.Module:
-        return self.recipe.build_model(self.num_classes, **dict(self.config.model_overrides))
-
     def _log(self, info: dict[str, Any], reward: float | None) -> None:
-        if self.log_dir is None:
+        log, step = self.logger, self._global_iteration
+        if not log.enabled:
             return
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.log_dir))
-        w, step = self._writer, self._global_iteration
         for i, name in enumerate(self.level_names):
-            w.add_scalar(f"loss_weight/weight/{name}", info["weights"][i], step)
-            w.add_scalar(f"loss_weight/interval_loss/{name}", info["interval_losses"][i], step)
-            w.add_scalar(f"loss_weight/variance/{name}", info["variances"][i], step)
+            log.scalar(f"loss_weight/weight/{name}", info["weights"][i], step)
+            log.scalar(f"loss_weight/interval_loss/{name}", info["interval_losses"][i], step)
+            log.scalar(f"loss_weight/variance/{name}", info["variances"][i], step)
         if info["action"] is not None and np.ndim(info["action"]) == 0:
-            w.add_scalar("loss_weight/action", info["action"], step)
+            log.scalar("loss_weight/action", info["action"], step)
         if reward is not None:
-            w.add_scalar("loss_weight/reward", reward, step)
-        w.add_scalar("loss_weight/episode", self._episode, step)
+            log.scalar("loss_weight/reward", reward, step)
+        log.scalar("loss_weight/episode", self._episode, step)
         if "map" in info:
-            w.add_scalar(f"loss_weight/val_{self.map_metric}", info["map"], step)
+            log.scalar(f"loss_weight/val_{self.map_metric}", info["map"], step)
         for k, v in (info.get("final_metrics") or {}).items():
-            w.add_scalar(f"loss_weight/final/{k}", v, step)
-
-    @staticmethod
-    def _validate(cfg: LossWeightPreset, nan_penalty: float | None, render_mode: str | None) -> None:
-        def positive_int(name: str, v: Any) -> None:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-
-        if cfg.reward not in REWARDS:
-            raise ValueError(f"reward={cfg.reward!r} is not supported; accepted: {', '.join(REWARDS)}")
-        if cfg.map_metric not in COCO_STATS:
-            raise ValueError(f"map_metric={cfg.map_metric!r} is not a COCO stat; accepted: {', '.join(COCO_STATS)}")
-        positive_int("alpha", cfg.alpha)
-        positive_int("map_every", cfg.map_every)
-        if cfg.iterations is not None:
-            positive_int("iterations", cfg.iterations)
-        for name in ("train_size", "val_size", "image_size"):
-            if getattr(cfg, name) is not None:
-                positive_int(name, getattr(cfg, name))
-        n = cfg.n_enhance
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise ValueError(f"n_enhance must be an integer >= 0 (paper: 2), got {n!r}")
-        # eq. 5 on dummy numbers validates lambdas; n_enhance <= n_levels is checked once the detector is known
-        scheme_weights(0, np.ones(max(int(n), 1)), np.zeros(max(int(n), 1)), int(n), cfg.lambdas)
-        if nan_penalty is not None and not math.isfinite(float(nan_penalty)):
-            raise ValueError(f"nan_penalty must be a finite number, got {nan_penalty!r}")
-        if render_mode not in (None, "ansi"):
-            raise ValueError(f"render_mode={render_mode!r} is not supported; accepted: None, 'ansi'")
-
-    def _load_data(self, cfg: LossWeightPreset, train_set: Any, val_set: Any) -> tuple[Any, Any]:
-        if train_set is None or val_set is None:
-            loaded_train, loaded_val = _load_splits(cfg, self.recipe.image_size)
-            train_set = train_set if train_set is not None else loaded_train
-            val_set = val_set if val_set is not None else loaded_val
-        if cfg.train_size is not None and cfg.train_size < len(train_set):
-            train_set = train_set.subset(range(cfg.train_size))
-        if cfg.val_size is not None and cfg.val_size < len(val_set):
-            val_set = val_set.subset(range(cfg.val_size))
-        if len(train_set) == 0:
-            raise ValueError("the train split is empty; check dataset / dataset_kwargs / train_size")
-        if len(val_set) == 0:
-            raise ValueError("the val split is empty; check dataset / dataset_kwargs / val_size")
-        return train_set, val_set
+            log.scalar(f"loss_weight/final/{k}", v, step)
 
 
 class DetLossWeightContinuousEnv(DetLossWeightEnv):
@@ -522,23 +437,3 @@ class DetLossWeightContinuousEnv(DetLossWeightEnv):
 
     def _action_info(self, action: Any, weights: np.ndarray) -> Any:
         return weights.copy()
-
-
-# ------------------------------------------------------------------------------------------------- data
-def _load_splits(cfg: LossWeightPreset, image_size: int | None) -> tuple[Any, Any]:
-    """Train and val splits of the preset's dataset (the digits set is generated once and cached)."""
-    kwargs = dict(cfg.dataset_kwargs)
-    if cfg.dataset == "digits":
-        from detgym.data import DigitsConfig, digits_dataset
-
-        seed = kwargs.pop("seed", 0)
-        cache_dir = kwargs.pop("cache_dir", None)
-        if image_size is not None:
-            kwargs.setdefault("image_size", int(image_size))
-        config = DigitsConfig.from_dict(kwargs)
-        train = digits_dataset("train", seed=seed, cache_dir=cache_dir, config=config)
-        val = digits_dataset("val", seed=seed, cache_dir=cache_dir, config=config)
-        return train, val
-    from detgym.data import load_dataset
-
-    return load_dataset(cfg.dataset, "train", **kwargs), load_dataset(cfg.dataset, "val", **kwargs)
