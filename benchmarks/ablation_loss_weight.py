@@ -7,8 +7,8 @@ The summary gives, per agent, the mean final val AP with a bootstrap 95% confide
 mean, and the paired difference to ``uniform`` with its own bootstrap CI; it is printed and written as CSV and
 as a PNG bar chart.
 
-    python benchmarks/ablation_loss_weight.py --preset default --seeds 0 1 2 3 4 --out runs/ablation.json
-    python benchmarks/ablation_loss_weight.py --preset test --seeds 0 1 --out /tmp/abl.json   # seconds
+    python -m benchmarks.ablation_loss_weight --preset default --seeds 0 1 2 3 4 --out runs/ablation.json
+    python -m benchmarks.ablation_loss_weight --preset test --seeds 0 1 --out /tmp/abl.json   # seconds
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import csv
 import io
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -25,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detgym.data.io import atomic_savefig, atomic_write_bytes  # noqa: E402  (after the path insert)
+from detgym.data.io import atomic_savefig, atomic_write_bytes
 
 #: Agent names (agents.make_agent): the paper's table 3 rows plus RLO and a random baseline.
 DEFAULT_AGENTS = ("uniform", "avw", "a1", "a2", "rlo", "random")

@@ -11,22 +11,19 @@ so drifts in machine load cancel), after a few warm-up rounds. Reported:
 The paper reports +0.45% per 50 iterations (31.32 s -> 31.46 s); the target here is <= 0.5% at the preset's
 alpha. The end-of-episode evaluation is not part of a step's cost and is kept out (the run stops before it).
 
-    python benchmarks/overhead.py --preset default --rounds 8
+    python -m benchmarks.overhead --preset default --rounds 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detgym.data.io import atomic_write_bytes  # noqa: E402  (after the path insert)
+from detgym.data.io import atomic_write_bytes
 
 
 def measure(preset: str = "default", rounds: int = 8, warmup: int = 1, action: int = 0, seed: int = 0,

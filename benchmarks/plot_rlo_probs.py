@@ -3,8 +3,8 @@
 The log is the one :class:`agents.RLOAgent` writes with ``log_dir=...`` (tags ``rlo/prob/a0`` .. ``a3``).
 Either point the script at an existing log, or let it run one RLO episode first::
 
-    python benchmarks/plot_rlo_probs.py runs/rlo --out rlo_probs.png --alpha 20
-    python benchmarks/plot_rlo_probs.py runs/rlo --run test --seed 0 --out rlo_probs.png
+    python -m benchmarks.plot_rlo_probs runs/rlo --out rlo_probs.png --alpha 20
+    python -m benchmarks.plot_rlo_probs runs/rlo --run test --seed 0 --out rlo_probs.png
 
 The x axis is the training iteration (decision index x alpha: RLO decides after every interval of alpha
 iterations); the paper plots epochs of the same run.
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from detgym.data.io import atomic_savefig  # noqa: E402  (after the path insert)
+from detgym.data.io import atomic_savefig
 
 LABELS = ("a0 (AVW: max variance drop)", "a1 (min loss)", "a2 (max loss)", "a3 (uniform)")
 

@@ -5,9 +5,9 @@ For each recipe it prints
     ``sum(model(images, targets).values()).backward()``), measured side by side in alternating blocks;
   * iterations/s and images/s of the full training run, its wall time, and val AP / AP50 / AR100.
 
-    python benchmarks/substrate.py                         # the default recipe (fcos-tiny)
-    python benchmarks/substrate.py --recipe all            # every tiny recipe
-    python benchmarks/substrate.py --recipe retinanet-tiny --iterations 300
+    python -m benchmarks.substrate                         # the default recipe (fcos-tiny)
+    python -m benchmarks.substrate --recipe all            # every tiny recipe
+    python -m benchmarks.substrate --recipe retinanet-tiny --iterations 300
 
 Results are also written (atomically) to ``runs/substrate/<recipe>.json``.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 
 from agents import AVWAgent, ConstantAgent, RandomAgent, UniformAgent, make_agent
 from detgym.envs.loss_weight.observation import build_observation
@@ -26,19 +27,39 @@ def test_state_is_passed_through():
 
 
 def test_random_agent_seeded_and_covers_all_actions():
-    a = [int(RandomAgent(seed=3).predict(OBS)[0]) for _ in range(1)]
     agent1, agent2 = RandomAgent(seed=7), RandomAgent(seed=7)
     seq1 = [int(agent1.predict(OBS)[0]) for _ in range(200)]
     seq2 = [int(agent2.predict(OBS, deterministic=True)[0]) for _ in range(200)]
     assert seq1 == seq2  # deterministic=True does not change a uniform policy
-    assert set(seq1) == {0, 1, 2, 3} and a[0] in range(4)
+    assert set(seq1) == {0, 1, 2, 3}
+    assert [int(RandomAgent(seed=8).predict(OBS)[0]) for _ in range(50)] != seq1[:50]
+
+
+def test_random_agent_any_space_and_masks():
+    box = spaces.Box(0.0, 1.0, (3, 2), np.float32)
+    agent = RandomAgent(seed=0, action_space=spaces.MultiBinary(5), observation_space=box)
+    action, _ = agent.predict(np.zeros((3, 2), np.float32))
+    assert action.shape == (5,) and action.dtype == np.int8
+    actions, _ = agent.predict(np.zeros((4, 3, 2), np.float32))
+    assert actions.shape == (4, 5)
+    with pytest.raises(ValueError, match=r"shape \(3, 2\)"):
+        agent.predict(np.zeros((2, 2), np.float32))
+    masked = RandomAgent(seed=0, action_space=spaces.Discrete(6), observation_space=box)
+    mask = np.array([False, True, False, False, True, False])
+    picks = {int(masked.predict(np.zeros((3, 2), np.float32), action_masks=mask)[0]) for _ in range(100)}
+    assert picks == {1, 4}
+    cont = RandomAgent(seed=0, action_space=spaces.Box(-1.0, 1.0, (2,), np.float32), observation_space=box)
+    action, _ = cont.predict(np.zeros((3, 2), np.float32))
+    assert action.shape == (2,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
 
 
 def test_make_agent_names():
     assert isinstance(make_agent("avw"), AVWAgent)
     assert isinstance(make_agent("uniform"), UniformAgent)
     assert make_agent("a2").action == 2
-    with pytest.raises(ValueError, match="accepted: uniform, avw, rlo"):
+    with pytest.raises(ValueError, match="unknown agent 'sac'; accepted: uniform, avw, rlo"):
+        make_agent("sac")
+    with pytest.raises(ValueError, match="learns on an env"):
         make_agent("ppo")
 
 

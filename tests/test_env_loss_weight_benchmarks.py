@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import ablation_loss_weight as ablation  # noqa: E402
-import overhead  # noqa: E402
-import plot_rlo_probs  # noqa: E402
+from benchmarks import ablation_loss_weight as ablation
+from benchmarks import overhead, plot_rlo_probs
 
 
 @pytest.fixture(scope="module")
