@@ -3,7 +3,8 @@
 Used by the benchmarks, the tests, ``detgym compare`` and the README instead of hand-written loops.
 ``run_episode`` applies the agent's :meth:`~agents.base.Agent.wrap_env`, passes ``episode_start`` and the
 env's ``action_masks()`` (where it has them) to ``predict``, and returns an :class:`Episode` with the actions
-(JSON-able), rewards, the end condition and the last step's ``final_metrics``.
+(JSON-able, as the unwrapped env received them: a recorded episode replays on the bare env), rewards, the end
+condition and the last step's ``final_metrics``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Episode:
     """One finished episode."""
 
     seed: int | None
+    #: The actions as the unwrapped env received them (after the agent's action wrappers).
     actions: list[Any] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     terminated: bool = False
@@ -49,6 +51,16 @@ def _action_masks(env: gym.Env) -> np.ndarray | None:
     except AttributeError:
         return None
     return np.asarray(masks(), dtype=bool) if callable(masks) else None
+
+
+def _unwrapped_action(env: gym.Env, action: Any) -> Any:
+    """The action as the unwrapped env receives it (through the agent's action wrappers, e.g. RescaleAction), so a
+    recorded episode replays on the bare env."""
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.ActionWrapper):
+            action = env.action(action)
+        env = env.env
+    return action
 
 
 def _jsonable(action: Any) -> Any:
@@ -89,7 +101,7 @@ def run_episode(
         action, state = agent.predict(obs, state=state, episode_start=np.array([first]),
                                       deterministic=deterministic, **kwargs)
         obs, reward, terminated, truncated, info = env.step(action)
-        episode.actions.append(_jsonable(action))
+        episode.actions.append(_jsonable(_unwrapped_action(env, action)))
         episode.rewards.append(float(reward))
         episode.terminated, episode.truncated, episode.last_info, first = bool(terminated), bool(truncated), info, False
         if max_steps is not None and episode.length >= max_steps and not episode.terminated:

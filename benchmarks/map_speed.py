@@ -197,9 +197,9 @@ def bench_image_ap(args: argparse.Namespace) -> None:
           f"(median of {args.repeats}) ==")
 
     t0 = time.perf_counter()
-    ours = image_ap(db, ds, dl, gb, gl, keep).numpy()
+    ours = image_ap(db, ds, dl, gb, gl, keep)
     print(f"first call (numba compile or cache load): {time.perf_counter() - t0:.2f} s")
-    fallback = image_ap(db, ds, dl, gb, gl, keep, backend="numpy").numpy()
+    fallback = image_ap(db, ds, dl, gb, gl, keep, backend="numpy")
     gt_one, _ = single_image_coco(db, ds, dl, gb, gl)
     per_subset = [single_image_coco(db[m], ds[m], dl[m], gb, gl)[1] for m in keep]
     pyc = _pycocotools_runner(gt_one)

@@ -20,8 +20,10 @@ def cache(tmp_path_factory):
 def test_overhead_measure_runs(cache):
     res = overhead.measure("test", rounds=1, warmup=0, dataset_kwargs={"cache_dir": cache})
     assert res["alpha"] == 2 and res["rounds"] == 1
-    assert res["ratio_interleaved"] > 0 and np.isfinite(res["overhead_direct"])
-    assert res["overhead_direct"] >= 0
+    # one env step and one plain block of alpha iterations each: the ratio is theirs
+    assert res["ratio_interleaved"] == pytest.approx(res["env_step_s_mean"] / res["plain_block_s_mean"])
+    # the env's own bookkeeping is a small part of a step, even at alpha = 2 on 32 px images
+    assert 0 <= res["overhead_direct"] < 0.25
 
 
 def test_ablation_resumes_and_summarizes(tmp_path, cache, monkeypatch):

@@ -57,8 +57,8 @@ def test_random_cases_equal_pycocotools(seed):
         ref = _reference(db, ds, dl, gb, gl, gc, keep)
         for backend in BACKENDS:
             got = image_ap(db, ds, dl, gb, gl, keep, gc, no_gt="coco", backend=backend)
-            assert isinstance(got, torch.Tensor) and got.dtype == torch.float64 and got.shape == (4,)
-            np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-9,
+            assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (4,)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9,
                                        err_msg=f"seed {seed} case {case} backend {backend}")
 
 
@@ -75,7 +75,7 @@ def test_many_candidates_per_category_truncated_to_100():
     keep = rng.random((3, N)) < 0.9
     ref = _reference(db, ds, dl, gb, gl, None, keep)
     for backend in BACKENDS:
-        got = image_ap(db, ds, dl, gb, gl, keep, backend=backend, no_gt="coco").numpy()
+        got = image_ap(db, ds, dl, gb, gl, keep, backend=backend, no_gt="coco")
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
 
 
@@ -95,7 +95,7 @@ def test_huge_boxes_around_the_area_limit():
         keep = rng.random((3, N)) < 0.7
         ref = _reference(db, ds, dl, gb, gl, None, keep)
         for backend in BACKENDS:
-            got = image_ap(db, ds, dl, gb, gl, keep, no_gt="coco", backend=backend).numpy()
+            got = image_ap(db, ds, dl, gb, gl, keep, no_gt="coco", backend=backend)
             np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9, err_msg=f"case {case} {backend}")
 
 
@@ -174,7 +174,7 @@ def test_input_types_and_return_types():
     while len(db) < 3 or len(gb) == 0:
         db, ds, dl, gb, gl, gc = _random_case(rng)
     ref = image_ap(db, ds, dl, gb, gl, gt_crowd=gc)
-    assert isinstance(ref, float)
+    assert isinstance(ref, np.float64)
     as_torch = image_ap(torch.tensor(db, dtype=torch.float32), torch.tensor(ds), torch.tensor(dl),
                         torch.tensor(gb), torch.tensor(gl), gt_crowd=torch.tensor(gc))
     assert as_torch == pytest.approx(ref, abs=1e-12)  # integer coordinates: float32 is exact
@@ -195,7 +195,7 @@ def test_env_var_forces_numpy_fallback(monkeypatch):
     monkeypatch.setenv("DETGYM_NO_NUMBA", "1")
     assert not use_numba()
     b = image_ap(db, ds, dl, gb, gl, keep, gc)
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     monkeypatch.setenv("DETGYM_NO_NUMBA", "0")
     assert use_numba() == NUMBA_AVAILABLE
 

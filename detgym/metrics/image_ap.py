@@ -392,7 +392,7 @@ def _labels(x: Any, name: str, n: int) -> np.ndarray:
 
 def image_ap(det_boxes: Any, det_scores: Any, det_labels: Any, gt_boxes: Any, gt_labels: Any,
              keep: Any = None, gt_crowd: Any = None, *, no_gt: str = "reward",
-             backend: str | None = None) -> Any:
+             backend: str | None = None) -> np.float64 | np.ndarray:
     """Per-image COCO AP (IoU .50:.05:.95, 101 recall points, maxDets 100, area "all").
 
     Equal (to float rounding, tested to 1e-9) to pycocotools' ``stats[0]`` on this image alone, with
@@ -414,7 +414,8 @@ def image_ap(det_boxes: Any, det_scores: Any, det_labels: Any, gt_boxes: Any, gt
         backend: ``"numba"``, ``"numpy"`` or None (numba unless unavailable or ``DETGYM_NO_NUMBA=1``).
 
     Returns:
-        A Python float when ``keep`` is None, else a float64 CPU ``torch.Tensor`` [K].
+        NumPy float64 either way: a scalar (``np.float64``, also a Python float) when ``keep`` is None, else an
+        array [K].
 
     Raises:
         ValueError: wrong shapes, NaN/inf coordinates, x2 < x1 or y2 < y1, NaN scores, non-integer
@@ -454,8 +455,4 @@ def image_ap(det_boxes: Any, det_scores: Any, det_labels: Any, gt_boxes: Any, gt
         if np.isnan(ds).any():
             raise ValueError(f"det_scores has NaN at index {int(np.flatnonzero(np.isnan(ds))[0])}")
         out = _image_ap_numpy(xyxy_to_xywh(db), ds, dl, xyxy_to_xywh(gb), gl, gc, kp, reward)
-    if single:
-        return float(out[0])
-    import torch
-
-    return torch.from_numpy(out)
+    return out[0] if single else out

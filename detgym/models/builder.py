@@ -37,6 +37,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 
+from detgym._validation import check_choice
+
 from ._utils import group_norm_layer
 from .backbones import TWO_STAGE_LEVELS, mobilenet_v3_fpn_backbone, tiny_fpn_backbone
 from .faster_rcnn import LevelFasterRCNN
@@ -122,12 +124,6 @@ def _check_overrides(family: str, backbone: str, overrides: dict[str, Any]) -> N
         raise ValueError(
             f"unknown override(s) {unknown} for {family}/{backbone}; accepted: {', '.join(sorted(accepted))}"
         )
-
-
-def _check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in accepted:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, accepted))}; got {value!r}")
-    return value
 
 
 def _anchor_generator(sizes: Any, aspect_ratios: Any, num_levels: int) -> AnchorGenerator:
@@ -294,8 +290,8 @@ def build_detector(
         ValueError: unknown family / backbone / combination, bad num_classes / image_size, pretrained
             weights where none exist, unknown override names.
     """
-    _check_choice("family", family, FAMILIES)
-    _check_choice("backbone", backbone, BACKBONES)
+    check_choice("family", family, FAMILIES)
+    check_choice("backbone", backbone, BACKBONES)
     if (family, backbone) not in _COMBINATIONS:
         have = ", ".join(b for f, b in _COMBINATIONS if f == family)
         raise ValueError(f"backbone {backbone!r} is not available for family {family!r}; accepted: {have}")
