@@ -102,6 +102,37 @@ def _any_env(env: gym.Env) -> bool:
 
 _SCHEMES = ("AVW's scheme (largest variance drop)", "smallest loss", "largest loss", "all weights 1")
 
+
+def _box_rule_fits(rule: str) -> Callable[[gym.Env], bool]:
+    def fits(env: gym.Env) -> bool:
+        from agents.box_heuristics import rule_fits
+
+        return rule_fits(rule, env)
+
+    return fits
+
+
+def _box_rule(rule: str) -> Callable[..., Agent]:
+    def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+        from agents.box_heuristics import BoxRuleAgent, OracleAgent
+
+        if env is None:
+            raise ValueError(f"agent {rule!r} reads the DetBoxSelect env's layout: pass env=...")
+        return OracleAgent(env, **kwargs) if rule == "oracle" else BoxRuleAgent(env, rule, **kwargs)
+
+    return build
+
+
+_BOX_RULES = (
+    ("nms", "greedy NMS, class-wise, IoU 0.5 (paper 001's baseline)"),
+    ("soft_nms_linear", "soft-NMS, linear decay, N_t 0.3 (Bodla et al.); DetBoxRescore"),
+    ("soft_nms_gaussian", "soft-NMS, Gaussian decay, sigma 0.5 (Bodla et al.); DetBoxRescore"),
+    ("topk", "keep the k (5) highest-scored candidates"),
+    ("threshold", "keep candidates scoring >= 0.5"),
+    ("keep_all", "keep every candidate (no NMS)"),
+    ("oracle", "per ground-truth box its best same-class candidate: the headroom (sees the GT)"),
+)
+
 AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
@@ -111,6 +142,8 @@ AGENTS: dict[str, AgentSpec] = {
         AgentSpec("rlo", "RLO, paper 000 eq. 8-9: online probabilities over a0..a3", "paper", _loss_weight_fits, _rlo),
         *(AgentSpec(f"a{k}", f"always a{k}: {_SCHEMES[k]}", "baseline", _loss_weight_fits, _constant(k))
           for k in range(4)),
+        # DetBoxSelect / DetBoxSelectSeq / DetBoxRescore (paper 001)
+        *(AgentSpec(rule, summary, "baseline", _box_rule_fits(rule), _box_rule(rule)) for rule, summary in _BOX_RULES),
         # every env
         AgentSpec("random", "uniformly random actions (masks respected)", "baseline", _any_env, _random),
         AgentSpec("ppo", "Stable-Baselines3 PPO", "sb3", _sb3_fits("ppo"), _sb3("ppo"), learns=True),

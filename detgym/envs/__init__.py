@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-__all__ = ["ENV_IDS", "FAMILIES", "PRESET_IDS", "VARIANTS", "env_ids", "register_envs"]
+__all__ = ["ENV_IDS", "FAMILIES", "PRESET_IDS", "VARIANTS", "VECTOR_ENTRY_POINTS", "env_ids", "register_envs"]
 
 #: (id prefix, entry point, family): one row per env class.
 VARIANTS: tuple[tuple[str, str, str], ...] = (
     ("DetLossWeight", "detgym.envs.loss_weight.env:DetLossWeightEnv", "loss_weight"),
     ("DetLossWeightContinuous", "detgym.envs.loss_weight.env:DetLossWeightContinuousEnv", "loss_weight"),
+    ("DetBoxSelect", "detgym.envs.box_select.env:DetBoxSelectEnv", "box_select"),
+    ("DetBoxSelectSeq", "detgym.envs.box_select.env:DetBoxSelectSeqEnv", "box_select"),
+    ("DetBoxRescore", "detgym.envs.box_select.env:DetBoxRescoreEnv", "box_select"),
 )
 
 #: family -> (id suffix, preset name): the presets that get an id, for every variant of the family.
@@ -34,6 +37,19 @@ PRESET_IDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("-FasterRCNN-R50", "fasterrcnn-r50"),
         ("-Test", "test"),
     ),
+    "box_select": (
+        ("", "default"),
+        ("-RetinaNet", "retinanet"),
+        ("-FCOS", "fcos"),
+        ("-FasterRCNN-R50", "fasterrcnn-r50"),
+        ("-Test", "test"),
+    ),
+}
+
+#: id prefix -> native vector env (``gymnasium.make_vec(id, num_envs, vectorization_mode="vector_entry_point")``),
+#: registered for every preset id of that variant.
+VECTOR_ENTRY_POINTS: dict[str, str] = {
+    "DetBoxSelect": "detgym.envs.box_select.vector:DetBoxSelectVectorEnv",
 }
 
 #: Env family names, in table order.
@@ -57,7 +73,10 @@ def env_ids(family: str | None = None, *, test: bool | None = None) -> list[str]
 
 def register_envs() -> None:
     """Register every detgym env id with gymnasium (idempotent)."""
+    vector = {f"{prefix}{suffix}-v0": VECTOR_ENTRY_POINTS[prefix] for prefix, _, family in VARIANTS
+              if prefix in VECTOR_ENTRY_POINTS for suffix, _ in PRESET_IDS[family]}
     for env_id, (entry_point, kwargs, _) in ENV_IDS.items():
         if env_id not in registry:
             # no max_episode_steps: every env ends its episodes itself (end of schedule, budget, image)
-            register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=False)
+            register(id=env_id, entry_point=entry_point, kwargs=dict(kwargs), disable_env_checker=False,
+                     vector_entry_point=vector.get(env_id))

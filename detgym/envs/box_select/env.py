@@ -1,0 +1,477 @@
+"""DetBoxSelect-v0, DetBoxSelectSeq-v0, DetBoxRescore-v0: choose a detector's final boxes instead of NMS (paper 001).
+
+The three envs share everything but their action: :class:`BoxSelectEnvBase` loads the candidate cache, draws an
+image per episode, builds observations and ``info``, and computes rewards; each variant only turns its action
+into a kept set (and scores) and says when the episode ends.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from detgym.envs.base import DetectorEnv
+
+from .candidates import load_candidates, cache_paths
+from .features import feature_layout, n_features
+from .presets import PRESETS, BoxSelectPreset
+from .table import ImageTable
+
+__all__ = ["BoxSelectEnvBase", "DetBoxRescoreEnv", "DetBoxSelectEnv", "DetBoxSelectSeqEnv", "load_table"]
+
+_TABLES: "OrderedDict[tuple, ImageTable]" = OrderedDict()
+_TABLES_KEPT = 4  # tables of different configurations held per process
+
+
+def load_table(config: BoxSelectPreset, substrate: Any, *, cache_dir: str | os.PathLike | None = None,
+               progress: bool = False) -> ImageTable:
+    """The :class:`ImageTable` of ``config.split`` (cache built on first use; shared by the envs of a process)."""
+    _, directory = cache_paths(config, cache_dir)
+    key = (str(directory.resolve()), config.split, float(config.nms_iou))
+    table = _TABLES.get(key)
+    if table is None:
+        splits, manifest = load_candidates(config, substrate, cache_dir=cache_dir, progress=progress)
+        if config.split not in splits:
+            raise ValueError(f"split={config.split!r} has no images in this dataset; accepted: {', '.join(splits)}")
+        l2c = {int(k): int(v) for k, v in manifest["label_to_category_id"].items()}
+        table = ImageTable.build(splits[config.split], int(config.n_max), int(manifest["num_classes"]),
+                                 float(config.nms_iou), l2c)
+        _TABLES[key] = table
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    _TABLES.move_to_end(key)
+    return table
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+class BoxSelectEnvBase(DetectorEnv):
+    """The shared part of the three box-selection envs (see :class:`DetBoxSelectEnv` for the full description).
+
+    Subclasses set the action space (:meth:`_make_action_space`) and implement :meth:`step`; the episode's image,
+    its observation, ``info`` and the AP reward are here.
+    """
+
+    metadata = {"render_modes": ["ansi"]}
+
+    family = "box_select"
+    presets = PRESETS
+
+    def __init__(
+        self,
+        preset: str = "default",
+        *,
+        strict: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        progress: bool = False,
+        log_dir: str | os.PathLike | None = None,
+        render_mode: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        self._setup(preset, overrides, log_dir=log_dir)
+        self.config: BoxSelectPreset
+        self.strict = _check_bool("strict", strict)
+        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
+        self.table = load_table(self.config, self.substrate, cache_dir=cache_dir, progress=_check_bool("progress", progress))
+        self.n_max = int(self.config.n_max)
+        self.num_classes = self.table.num_classes
+        self.split = self.config.split
+        self.baseline = self.config.baseline
+        #: Column ranges of a candidate's features (see :mod:`detgym.envs.box_select.features`).
+        self.feature_layout = feature_layout(self.num_classes)
+        self.observation_space = spaces.Box(0.0, 1.0, (self.n_max, self._n_columns()), dtype=np.float32)
+        self.action_space = self._make_action_space()
+        self._image = -1
+        self._images = np.zeros(1, dtype=np.int64)  # the episode's image as the [B] array the AP kernel takes
+        self._done = True
+        self._episode = -1
+        self._info: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- for subclasses
+    def _make_action_space(self) -> spaces.Space:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _n_columns(self) -> int:
+        return n_features(self.num_classes)
+
+    def _begin_episode(self) -> None:
+        """Per-episode state of the variant (called by reset once the image is chosen)."""
+
+    # ------------------------------------------------------------------ episodes
+    @property
+    def n_images(self) -> int:
+        """Images of the env's split (``reset(options={"image_index": i})`` accepts ``0 <= i < n_images``)."""
+        return len(self.table)
+
+    @property
+    def image_index(self) -> int:
+        """Index of the current episode's image in the split (-1 before the first reset)."""
+        return self._image
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        i = self._image_from_options(options)
+        if i is None:
+            i = int(self.np_random.integers(len(self.table)))
+        self._image = i
+        self._images[0] = i
+        self._done = False
+        self._episode += 1
+        self._begin_episode()
+        n = int(self.table.counts[i])
+        self._info = {"image_id": int(self.table.image_ids[i]), "image_index": i, "n_candidates": n,
+                      "candidates": self.table.coco_results(i)}
+        return self._observation(), dict(self._info)
+
+    def _image_from_options(self, options: dict[str, Any] | None) -> int | None:
+        if options is None:
+            return None
+        if not isinstance(options, dict) or set(options) - {"image_index"}:
+            raise ValueError(f"options must be None or a dict with the key 'image_index', got {options!r}")
+        index = options.get("image_index")
+        if index is None:
+            return None
+        n = len(self.table)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise ValueError(f"image_index must be an integer in 0..{n - 1} (images of split {self.split!r}), "
+                             f"got {index!r}")
+        return int(index)
+
+    def _observation(self) -> np.ndarray:
+        return self.table.features[self._image].copy()
+
+    def _check_running(self) -> None:
+        if self._done:
+            raise ResetNeeded("call reset() before step(): the episode is over (or has not started)")
+
+    def _finish(self, keep: np.ndarray, scores: np.ndarray | None, ignored: int) -> tuple[float, dict]:
+        """End the episode with the kept set ``keep`` (bool ``[n_max]``, ranked by ``scores`` or the candidates'):
+        its reward and the step's info."""
+        ap = float(self.table.ap(self._images, keep[None], None if scores is None else scores[None])[0])
+        nms_ap = float(self.table.nms_ap[self._image])
+        reward = ap - nms_ap if self.baseline == "nms" else ap
+        self._done = True
+        info = self._step_info(keep, ap, ignored)
+        if self.logger.enabled:
+            self.logger.scalars("box_select", {"reward": reward, "ap": ap, "nms_ap": nms_ap}, self._episode)
+        return reward, info
+
+    def _step_info(self, keep: np.ndarray, ap: float, ignored: int) -> dict[str, Any]:
+        n = int(self.table.counts[self._image])
+        return {**self._info, "kept": np.flatnonzero(keep[:n]), "ap": ap,
+                "nms_ap": float(self.table.nms_ap[self._image]), "ignored_slots": int(ignored)}
+
+    def _ignored(self, selected_padding: int, what: str) -> int:
+        if selected_padding and self.strict:
+            n = int(self.table.counts[self._image])
+            raise ValueError(f"action {what} {selected_padding} padded slot(s) (this image has {n} candidates in slots "
+                             f"0..{n - 1}; strict=True)")
+        return int(selected_padding)
+
+    # ----------------------------------------------------------------- access
+    def candidate_arrays(self, index: int | None = None) -> dict[str, np.ndarray]:
+        """An image's real candidates (default: the current one): ``boxes`` xyxy pixels, ``scores``, ``labels``."""
+        return self.table.candidates(self._image if index is None else index)
+
+    def ground_truth(self, index: int | None = None) -> dict[str, np.ndarray]:
+        """An image's ground truth (default: the current one): ``boxes`` xyxy pixels, ``labels``, ``crowd``."""
+        return self.table.ground_truth(self._image if index is None else index)
+
+    def coco_gt(self) -> dict[str, Any]:
+        """The split's COCO ground truth (pycocotools / :func:`detgym.metrics.coco_evaluate` format).
+
+        With ``info["candidates"]`` (or the kept subset of them) anyone can recheck a reward:
+        pycocotools on this dict restricted to ``info["image_id"]`` gives ``info["ap"]``.
+        """
+        if self.table._coco is None:
+            dataset = self.substrate.split(self.split)
+            if [int(i) for i in dataset.image_ids] != self.table.image_ids.tolist():
+                raise RuntimeError(f"the {self.split} split's images differ from the cached candidates'; "
+                                   "delete the box_select cache entry")
+            self.table._coco = dataset.coco_gt()
+        return self.table._coco
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi" or self._image < 0:
+            return None
+        return (f"image {self._info['image_id']} (index {self._image}): {self._info['n_candidates']} candidates, "
+                f"NMS AP {self.table.nms_ap[self._image]:.3f}")
+
+
+class DetBoxSelectEnv(BoxSelectEnvBase):
+    """
+    ## Description
+
+    Replace non-maximum suppression by a learned choice (paper 001, "Learning Globally Optimized Object Detector via
+    Policy Gradient", sec. 3.3): an episode is one image of the chosen split; the agent sees the candidate
+    detections of a trained detector (the boxes its post-processing would run NMS on) and keeps a subset of them
+    in one step. The reward is the per-image COCO AP of the kept set (eq. 5: ``r_I = mAP_I``), optionally minus
+    that of greedy NMS on the same candidates. The detector of the preset is trained once and its candidates for
+    every image are cached on disk (:mod:`detgym.envs.box_select.candidates`), so an episode costs one AP call.
+
+    ## Action Space
+
+    ``MultiBinary(n_max)``: 1 keeps the candidate in that slot. Integer or boolean arrays, and float arrays holding
+    only 0.0 / 1.0 (what SB3 samples), are accepted; any other shape, dtype or value raises ValueError naming
+    ``action``. Padded slots (``slot >= n_candidates``) that an action keeps are ignored and counted in
+    ``info["ignored_slots"]``; with ``strict=True`` they raise ValueError instead.
+
+    ## Observation Space
+
+    ``Box(0, 1, (n_max, 9 + C), float32)``, one row per candidate slot, candidates sorted by score (descending),
+    padded rows all zero (layout: ``env.unwrapped.feature_layout``; ``C`` classes):
+
+    | Column          | Observation                                                                 | Min | Max |
+    |-----------------|-----------------------------------------------------------------------------|-----|-----|
+    | 0               | valid: 1 for a real candidate, 0 for padding                                | 0   | 1   |
+    | 1 .. 4          | box x1 / W, y1 / H, x2 / W, y2 / H (image width W, height H)                 | 0   | 1   |
+    | 5               | score                                                                       | 0   | 1   |
+    | 6 .. 5 + C      | class, one-hot (labels 1..C)                                                | 0   | 1   |
+    | 6 + C           | highest IoU with a higher-scored candidate of the same class (0: none)     | 0   | 1   |
+    | 7 + C           | rank within its class (higher-scored same-class candidates) / n_max         | 0   | 1   |
+    | 8 + C           | same-class candidates overlapping it at IoU >= 0.5, / n_max                 | 0   | 1   |
+
+    ## Rewards
+
+    ``image_ap`` (:func:`detgym.metrics.image_ap`: pycocotools' AP of this image alone, IoU .50:.05:.95) of the
+    kept candidates with their own scores; ``baseline="nms"`` subtracts the AP of class-wise greedy NMS at
+    ``nms_iou`` (0.5) on the same candidates (``info["nms_ap"]`` either way). An image without ground truth scores
+    ``image_ap``'s documented no-GT value: the fraction of the 10 IoU thresholds at which the kept set has no false
+    positive (1.0 for an empty set, 0.0 if any box is kept). An image without candidates still gives an episode:
+    every action keeps nothing (its slots are padding) and scores the AP of the empty set (0, or 1 without GT).
+
+    ## Starting State
+
+    ``reset(seed=...)`` draws the image uniformly from the split with the env's ``np_random`` (same seed, same
+    image); ``reset(options={"image_index": i})`` picks image ``i`` (``0 <= i < env.unwrapped.n_images``, else
+    ValueError naming ``image_index``).
+
+    ## Episode End
+
+    Terminates after the one step. Stepping again without ``reset`` raises ``gymnasium.error.ResetNeeded``.
+
+    ## Info
+
+    ``reset`` and ``step``: ``image_id`` (COCO id), ``image_index``, ``n_candidates`` and ``candidates`` (the
+    real candidates as COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in image
+    pixels, in slot order). ``step`` adds ``kept`` (int64 slot indices), ``ap`` (the kept set's AP), ``nms_ap`` and
+    ``ignored_slots``. ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept
+    dicts, restricted to ``image_id``, gives ``ap``.
+
+    ## Arguments
+
+    ``gymnasium.make("DetBoxSelect-v0", **kwargs)``; ``-RetinaNet``, ``-FCOS``, ``-FasterRCNN-R50`` (GPU) and
+    ``-Test`` ids pick other presets (:mod:`detgym.envs.box_select.presets`). Every
+    :class:`~detgym.envs.box_select.presets.BoxSelectPreset` field is a keyword argument: the substrate fields
+    (``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``,
+    ``model_overrides``, ``device``) and ``n_max`` (100), ``split`` (``"train"``, ``"val"``, ``"test"``),
+    ``baseline`` (``"none"``, ``"nms"``), ``nms_iou`` (0.5), ``detector_iterations``, ``detector_seed``. Also:
+
+    * ``strict``: raise on padded slots instead of ignoring them (False);
+    * ``cache_dir``: root of the candidate cache (default ``$DETGYM_CACHE`` or ``~/.cache/detgym``);
+    * ``progress``: show the detector's training progress when the cache is built;
+    * ``log_dir``: TensorBoard directory (per-episode reward, AP, NMS AP under ``box_select/``);
+    * ``render_mode``: ``None`` or ``"ansi"``.
+
+    ``gymnasium.make_vec("DetBoxSelect-v0", num_envs, vectorization_mode="vector_entry_point")`` builds the native
+    vector env :class:`~detgym.envs.box_select.vector.DetBoxSelectVectorEnv` (one AP call per batch).
+    """
+
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.MultiBinary(self.n_max)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._check_running()
+        keep = keep_mask(action, (self.n_max,))
+        n = int(self.table.counts[self._image])
+        ignored = self._ignored(int(keep[n:].sum()), "keeps")
+        reward, info = self._finish(keep, None, ignored)
+        return self._observation(), reward, True, False, info
+
+
+def keep_mask(action: Any, shape: tuple[int, ...], name: str = "action") -> np.ndarray:
+    """A keep-mask action (or a batch of them) as bool ``shape``; ValueError naming ``name`` for a wrong shape,
+    dtype or value (bool, integer, or float arrays holding only 0 and 1 are accepted)."""
+    a = np.asarray(action)
+    if a.shape != shape or a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a keep-mask of shape {shape} with 0/1 entries (MultiBinary), got "
+                         f"{a.dtype} {a.shape}")
+    if a.dtype.kind == "b":
+        return a
+    # one pass for the usual int8 (MultiBinary.sample) / uint8 masks: negatives wrap to >= 128
+    bad = (a.view(np.uint8) > 1).any() if a.dtype.itemsize == 1 and a.dtype.kind != "f" else not ((a == 0) | (a == 1)).all()
+    if bad:
+        raise ValueError(f"{name} must hold only 0 and 1 (a keep-mask), got values {np.unique(a)[:5].tolist()}")
+    return a != 0
+
+
+class DetBoxSelectSeqEnv(BoxSelectEnvBase):
+    """
+    ## Description
+
+    :class:`DetBoxSelectEnv` one decision at a time: each step keeps one more candidate, or stops. What sb3-contrib's
+    MaskablePPO (with :meth:`action_masks`) and heuristics that add boxes in order (greedy NMS picks the next box it
+    would keep) act in.
+
+    ## Action Space
+
+    ``Discrete(n_max + 1)``: ``k < n_max`` keeps the candidate in slot ``k``; ``n_max`` stops. :meth:`action_masks`
+    allows the real candidates not kept yet, and "stop" always. A masked action (a padded or already kept slot) is
+    ignored (the kept set stays) and counted in ``info["ignored_actions"]``; ``strict=True`` raises instead.
+    Anything that is not an integer in ``0..n_max`` raises ValueError naming ``action``.
+
+    ## Observation Space
+
+    ``Box(0, 1, (n_max, 10 + C), float32)``: :class:`DetBoxSelectEnv`'s table plus column ``9 + C``: 1 for the
+    candidates kept so far.
+
+    ## Rewards
+
+    The change of the kept set's per-image AP: ``r_t = AP(S_t) - AP(S_{t-1})`` with ``AP(S_0) := 0``, so the
+    undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also subtracts the NMS AP,
+    and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
+
+    ## Starting State
+
+    As :class:`DetBoxSelectEnv`, with nothing kept.
+
+    ## Episode End
+
+    Terminates on "stop" or when every real candidate is kept; truncates after ``n_max + 1`` steps (only reachable
+    with ignored actions). ``info["ap"]`` (every step) is the current set's AP.
+
+    ## Info
+
+    As :class:`DetBoxSelectEnv` (``kept`` is the kept set so far), plus ``ignored_actions`` (count in the episode).
+
+    ## Arguments
+
+    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxSelectSeq-v0", ...)``).
+    """
+
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.Discrete(self.n_max + 1)
+
+    def _n_columns(self) -> int:
+        return n_features(self.num_classes) + 1
+
+    def _begin_episode(self) -> None:
+        i = self._image
+        self._obs = np.zeros((self.n_max, self._n_columns()), dtype=np.float32)
+        self._obs[:, :-1] = self.table.features[i]
+        self._kept = np.zeros(self.n_max, dtype=bool)
+        self._ap_prev = 0.0
+        self._steps = 0
+        self._ignored_actions = 0
+
+    def _observation(self) -> np.ndarray:
+        return self._obs.copy()
+
+    def action_masks(self) -> np.ndarray:
+        """Bool ``[n_max + 1]``: the real candidates not kept yet, and "stop" (always)."""
+        mask = np.zeros(self.n_max + 1, dtype=bool)
+        if self._image >= 0:
+            n = int(self.table.counts[self._image])
+            mask[:n] = ~self._kept[:n]
+        mask[-1] = True
+        return mask
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._check_running()
+        a = np.asarray(action)
+        if a.size != 1 or a.dtype.kind not in "iu" or not 0 <= int(a.reshape(())) <= self.n_max:
+            raise ValueError(f"action must be an integer in 0..{self.n_max} (a slot, or {self.n_max} = stop), "
+                             f"got {action!r}")
+        k = int(a.reshape(()))
+        n = int(self.table.counts[self._image])
+        self._steps += 1
+        stop = k == self.n_max
+        if not stop:
+            if k >= n or self._kept[k]:
+                self._ignored_actions += self._ignored(1, "keeps a padded or already kept slot:")
+            else:
+                self._kept[k] = True
+                self._obs[k, -1] = 1.0
+        ap = float(self.table.ap(self._images, self._kept[None])[0])
+        reward = ap - self._ap_prev
+        self._ap_prev = ap
+        terminated = stop or bool(self._kept[:n].all())
+        truncated = not terminated and self._steps >= self.n_max + 1
+        if terminated or truncated:
+            self._done = True
+            if self.baseline == "nms":
+                reward -= float(self.table.nms_ap[self._image])
+            if self.logger.enabled:
+                self.logger.scalars("box_select", {"ap": ap, "nms_ap": float(self.table.nms_ap[self._image])},
+                                    self._episode)
+        info = {**self._info, "kept": np.flatnonzero(self._kept[:n]), "ap": ap,
+                "nms_ap": float(self.table.nms_ap[self._image]), "ignored_actions": self._ignored_actions}
+        return self._observation(), reward, terminated, truncated, info
+
+
+class DetBoxRescoreEnv(BoxSelectEnvBase):
+    """
+    ## Description
+
+    :class:`DetBoxSelectEnv` with new scores instead of a keep-mask: the agent re-scores every candidate, which is
+    what soft-NMS (Bodla et al.) and learned re-scorers (GossipNet, Hosang et al.) do; the AP ranks the boxes by the
+    new scores.
+
+    ## Action Space
+
+    ``Box(0, 1, (n_max,), float32)``: the new score of each slot; 0 drops the box. Values outside [0, 1] are
+    clipped; NaN, or a wrong shape or dtype, raises ValueError naming ``action``. Nonzero scores on padded slots are
+    ignored and counted in ``info["ignored_slots"]`` (``strict=True`` raises). Ties keep slot order (the stable
+    sort of pycocotools).
+
+    ## Observation Space
+
+    As :class:`DetBoxSelectEnv`.
+
+    ## Rewards
+
+    ``image_ap`` of the boxes with a nonzero new score, ranked by the new scores (minus the NMS AP with
+    ``baseline="nms"``).
+
+    ## Starting State, Episode End
+
+    As :class:`DetBoxSelectEnv` (one step).
+
+    ## Info
+
+    As :class:`DetBoxSelectEnv`, plus ``scores``: float64 ``[n_candidates]``, the new scores of the real candidates
+    (with ``kept`` and ``candidates``: the COCO dicts that reproduce ``ap``).
+
+    ## Arguments
+
+    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxRescore-v0", ...)``).
+    """
+
+    def _make_action_space(self) -> spaces.Space:
+        return spaces.Box(0.0, 1.0, (self.n_max,), dtype=np.float32)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self._check_running()
+        a = np.asarray(action)
+        if a.shape != (self.n_max,) or a.dtype.kind not in "biuf":
+            raise ValueError(f"action must be scores of shape ({self.n_max},) in [0, 1], got {a.dtype} {a.shape}")
+        scores = a.astype(np.float64)
+        if np.isnan(scores).any():
+            raise ValueError(f"action has NaN scores at slots {np.flatnonzero(np.isnan(scores))[:5].tolist()}")
+        np.clip(scores, 0.0, 1.0, out=scores)
+        keep = scores > 0
+        n = int(self.table.counts[self._image])
+        ignored = self._ignored(int(keep[n:].sum()), "gives nonzero scores to")
+        reward, info = self._finish(keep, scores, ignored)
+        info["scores"] = scores[:n]
+        return self._observation(), reward, True, False, info

@@ -1,0 +1,109 @@
+"""Frozen configurations of the DetBoxSelect env family (paper 001), as data.
+
+A preset is a :class:`~detgym.envs.substrate.Substrate` (the detector recipe and its data) plus the family's own
+fields: how the candidate detector is trained (``detector_iterations``, ``detector_seed``), how many candidates
+an observation holds (``n_max``), which split episodes draw images from, and the reward's baseline. Every field
+is also an env constructor argument of the same name. Which preset ``DetBoxSelect-v0`` (``"default"``) means is
+``PRESETS.default``.
+
+==================  ======================  ======  ================================================================
+preset              recipe                  n_max   meant for
+==================  ======================  ======  ================================================================
+``fasterrcnn``      fasterrcnn-tiny         100     CPU default: digits 128 px, paper 001's detector family (Faster
+                                                    R-CNN), trained once (750 iterations, about 2-3 CPU minutes)
+``retinanet``       retinanet-tiny          100     CPU, one-stage (sigmoid) candidates
+``fcos``            fcos-tiny               100     CPU, anchor-free candidates
+``fasterrcnn-r50``  fasterrcnn-resnet50     100     GPU: torchvision's fasterrcnn_resnet50_fpn, 3000 iterations
+``test``            fasterrcnn-tiny, 48 px  16      the test suite: the detector trains in seconds
+==================  ======================  ======  ================================================================
+
+Only the fields that change the detector or its candidates key the on-disk candidate cache
+(:func:`detector_fields`); ``split``, ``baseline`` and ``nms_iou`` only change how the env reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from detgym._validation import check_choice
+from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
+
+__all__ = ["BASELINES", "BoxSelectPreset", "PRESETS", "SPLITS", "detector_fields"]
+
+#: Accepted ``baseline`` values: the reward is the kept set's AP, or that minus the AP of greedy NMS.
+BASELINES: tuple[str, ...] = ("none", "nms")
+#: Splits an env can draw its images from.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Preset fields that change how the env reads the cache, not what is cached.
+_ENV_ONLY_FIELDS = ("split", "baseline", "nms_iou", "n_max")
+
+
+@dataclass(frozen=True)
+class BoxSelectPreset(Substrate):
+    """One configuration of the DetBoxSelect envs (see :class:`detgym.envs.box_select.DetBoxSelectEnv`)."""
+
+    #: Candidates per observation: the ``n_max`` highest-scored of an image (COCO evaluates at most 100).
+    n_max: int = 100
+    #: Split the episodes draw their images from (learned selectors train on "train", report on "test").
+    split: str = "train"
+    #: ``"none"``: reward = per-image AP of the kept set; ``"nms"``: minus the AP of greedy NMS on the same
+    #: candidates (so 0 means "as good as NMS").
+    baseline: str = "none"
+    #: IoU threshold of the greedy NMS behind ``baseline="nms"`` and ``info["nms_ap"]`` (paper 001: 0.5).
+    nms_iou: float = 0.5
+    #: Training iterations of the candidate detector (``None``: the recipe's schedule).
+    detector_iterations: int | None = None
+    #: Seed of the candidate detector's initialisation and training (one cached detector per seed).
+    detector_seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive_int("n_max", self.n_max)
+        check_choice("split", self.split, SPLITS)
+        check_choice("baseline", self.baseline, BASELINES)
+        iou = self.nms_iou
+        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not (0.0 <= float(iou) <= 1.0) or math.isnan(iou):
+            raise ValueError(f"nms_iou must be a number in [0, 1] (paper 001: 0.5), got {iou!r}")
+        if self.detector_iterations is not None:
+            check_positive_int("detector_iterations", self.detector_iterations)
+        seed = self.detector_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"detector_seed must be an integer >= 0, got {seed!r}")
+
+
+def detector_fields(config: BoxSelectPreset) -> dict[str, Any]:
+    """The resolved fields that determine the trained detector (and so its candidates): the cache key's input."""
+    return {k: v for k, v in config.to_dict().items() if k not in _ENV_ONLY_FIELDS}
+
+
+#: Preset name -> preset; ``PRESETS.default`` is the one behind ``DetBoxSelect-v0``.
+PRESETS: PresetTable[BoxSelectPreset] = PresetTable(
+    {
+        "fasterrcnn": BoxSelectPreset("fasterrcnn-tiny"),
+        "retinanet": BoxSelectPreset("retinanet-tiny"),
+        "fcos": BoxSelectPreset("fcos-tiny"),
+        # torchvision's fasterrcnn_resnet50_fpn at its own resolution; the digits set stands in until a COCO / VOC
+        # path is given with dataset=...
+        "fasterrcnn-r50": BoxSelectPreset("fasterrcnn-resnet50", detector_iterations=3000, device="auto"),
+        # Seconds to build on 2 CPU cores: 48 px, 32 train / 8 val / 8 test images, 100 iterations of batch 4.
+        # A lower score threshold and fewer proposals keep a few candidates per image from a barely trained detector.
+        "test": BoxSelectPreset(
+            "fasterrcnn-tiny",
+            n_max=16,
+            image_size=48,
+            detector_iterations=100,
+            dataset_kwargs=frozen(
+                train_size=32, val_size=8, test_size=8, min_digit_height=10.0, max_digit_height=40.0, max_digits=2
+            ),
+            train_overrides=frozen(batch_size=4, warmup_iters=5, eval_batch_size=16, lr=5e-3),
+            device="cpu",
+            model_overrides=frozen(
+                fpn_channels=16, representation_size=64, box_score_thresh=0.02,
+                rpn_post_nms_top_n_test=30, rpn_pre_nms_top_n_test=100,
+            ),
+        ),
+    },
+    default="fasterrcnn",
+)

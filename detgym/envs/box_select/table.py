@@ -1,0 +1,112 @@
+"""One split of the candidate cache laid out for fast episodes: padded arrays, features, NMS baseline, rewards.
+
+An :class:`ImageTable` is built once when an env is made (tens of milliseconds for a few thousand images) and is
+read-only afterwards; a step only indexes it and calls the AP kernel. Tables are shared between the envs of one
+process that read the same cache entry (a vector env's copies, an SB3 learner and its evaluation env).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+from .candidates import SplitCandidates
+from .features import image_features, pad_split
+from .reward import batch_image_ap
+
+__all__ = ["ImageTable", "greedy_nms_keep"]
+
+
+def greedy_nms_keep(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float) -> np.ndarray:
+    """Class-wise greedy NMS (``torchvision.ops.batched_nms``) as a bool keep mask over score-sorted candidates."""
+    keep = np.zeros(scores.shape[0], dtype=bool)
+    if scores.shape[0]:
+        idx = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels), float(iou))
+        keep[idx.numpy()] = True
+    return keep
+
+
+@dataclass
+class ImageTable:
+    """A split's candidates (padded to ``n_max`` slots), ground truth, features and greedy-NMS result."""
+
+    num_classes: int
+    n_max: int
+    image_ids: np.ndarray  # int64 [n]
+    image_hw: np.ndarray  # int64 [n, 2]
+    counts: np.ndarray  # int64 [n]
+    boxes: np.ndarray  # float64 [n, n_max, 4] (float32 values: what the cache holds)
+    scores: np.ndarray  # float64 [n, n_max]
+    labels: np.ndarray  # int64 [n, n_max] (0 in padding)
+    gt_offsets: np.ndarray  # int64 [n + 1]
+    gt_boxes: np.ndarray  # float64 [G, 4]
+    gt_labels: np.ndarray  # int64 [G]
+    gt_crowd: np.ndarray  # bool [G]
+    features: np.ndarray  # float32 [n, n_max, F]
+    nms_keep: np.ndarray  # bool [n, n_max]
+    nms_ap: np.ndarray  # float64 [n]
+    category_ids: np.ndarray  # int64 [n, n_max]: COCO category id of each slot (0 in padding)
+    label_to_category_id: dict[int, int] = field(default_factory=dict)
+    _coco: Any = field(default=None, repr=False)
+    _coco_results: dict[int, list[dict]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, split: SplitCandidates, n_max: int, num_classes: int, nms_iou: float,
+              label_to_category_id: dict[int, int]) -> "ImageTable":
+        counts, boxes, scores, labels = pad_split(split.cand_offsets, n_max, split.boxes, split.scores, split.labels)
+        boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
+        features = image_features(boxes, scores, labels, counts, split.image_hw, num_classes)
+        nms_keep = np.zeros(scores.shape, dtype=bool)
+        for i, n in enumerate(counts):
+            nms_keep[i, :n] = greedy_nms_keep(boxes[i, :n], scores[i, :n], labels[i, :n], nms_iou)
+        lut = np.zeros(max(label_to_category_id) + 1, dtype=np.int64)
+        lut[list(label_to_category_id)] = list(label_to_category_id.values())
+        table = cls(
+            num_classes=int(num_classes), n_max=int(n_max), image_ids=split.image_ids, image_hw=split.image_hw,
+            counts=counts, boxes=boxes, scores=scores, labels=labels, gt_offsets=split.gt_offsets,
+            gt_boxes=split.gt_boxes.astype(np.float64), gt_labels=split.gt_labels, gt_crowd=split.gt_crowd,
+            features=features, nms_keep=nms_keep, nms_ap=np.zeros(len(counts)), category_ids=lut[labels],
+            label_to_category_id=dict(label_to_category_id),
+        )
+        table.nms_ap = table.ap(np.arange(len(counts)), nms_keep)
+        return table
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def ap(self, images: np.ndarray, keep: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        """Per-image AP of kept slots ``keep`` (bool ``[B, n_max]``) of images ``images`` (``[B]``), ranked by the
+        candidates' scores or by ``scores`` (``[B, n_max]``)."""
+        images = np.asarray(images, dtype=np.int64)
+        ranked = self.scores[images] if scores is None else np.ascontiguousarray(scores, dtype=np.float64)
+        return batch_image_ap(self.boxes, ranked, self.labels, self.counts, self.gt_boxes, self.gt_labels,
+                              self.gt_crowd, self.gt_offsets, images, np.ascontiguousarray(keep, dtype=bool))
+
+    def ground_truth(self, i: int) -> dict[str, np.ndarray]:
+        """Image ``i``'s ground truth: ``boxes`` float64 ``[G, 4]`` xyxy pixels, ``labels``, ``crowd``."""
+        g0, g1 = self.gt_offsets[i], self.gt_offsets[i + 1]
+        return {"boxes": self.gt_boxes[g0:g1], "labels": self.gt_labels[g0:g1], "crowd": self.gt_crowd[g0:g1]}
+
+    def candidates(self, i: int) -> dict[str, np.ndarray]:
+        """Image ``i``'s real candidates in slot order: ``boxes`` float64 ``[n, 4]`` xyxy pixels, ``scores``, ``labels``."""
+        n = self.counts[i]
+        return {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
+
+    def coco_results(self, i: int) -> list[dict]:
+        """Image ``i``'s candidates as COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh pixels,
+        ``score``), in slot order: a new list of dicts built once per image and shared (copy a dict before
+        changing it; pycocotools' ``loadRes`` adds ``area`` / ``id`` / ``iscrowd`` keys, which is harmless)."""
+        cached = self._coco_results.get(i)
+        if cached is None:
+            n = int(self.counts[i])
+            b = self.boxes[i, :n]
+            xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).tolist()
+            image_id = int(self.image_ids[i])
+            cached = [{"image_id": image_id, "category_id": c, "bbox": bb, "score": sc}
+                      for c, bb, sc in zip(self.category_ids[i, :n].tolist(), xywh, self.scores[i, :n].tolist())]
+            self._coco_results[i] = cached
+        return list(cached)
