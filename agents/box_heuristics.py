@@ -74,7 +74,10 @@ class BoxRuleAgent(Agent):
         self.layout = base.feature_layout
         empty = {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, dtype=np.int64),
                  "gt_boxes": np.zeros((0, 4)), "gt_labels": np.zeros(0, dtype=np.int64)}
-        RULES[rule](empty, **self.params)  # unknown or bad parameters fail here, not in the first episode
+        try:  # unknown or bad parameters fail here, not in the first episode
+            RULES[rule](empty, **self.params)
+        except TypeError as exc:
+            raise ValueError(f"bad parameters {self.params} for rule {rule!r}: {exc}") from None
 
     @classmethod
     def fits(cls, env: gym.Env) -> bool:
