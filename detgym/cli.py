@@ -255,12 +255,41 @@ def add_predict_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
     p.set_defaults(func=_cmd_predict)
 
 
+# ------------------------------------------------------------------ agent comparison (benchmarks.compare)
+def add_compare_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``detgym compare`` (the grid env x agent x seed, with intervals; :mod:`benchmarks.compare`)."""
+    from benchmarks import compare
+
+    p = subparsers.add_parser(
+        "compare", help="compare agents on envs over seeds: table with 95%% intervals, plots, replayable runs",
+        description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_arguments(p)
+    p.set_defaults(func=compare.run_compare)
+
+
+def add_replay_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register ``detgym replay`` (re-execute recorded runs, check rewards; :mod:`benchmarks.harness.replay`)."""
+    from benchmarks import compare
+
+    p = subparsers.add_parser(
+        "replay", help="re-execute the recorded actions of a comparison's runs and check the rewards",
+        description="Re-execute every evaluated episode of the runs in RUNS_JSONL (a fresh env from the recorded "
+        "configuration, reset with the recorded seed, the recorded actions) and report whether the rewards and final "
+        "metrics are reproduced exactly. Exit code 0 when every run is, 1 otherwise.",
+    )
+    compare.add_replay_arguments(p)
+    p.set_defaults(func=compare.run_replay)
+
+
 #: Registration functions of the top-level verbs, in help order.
 COMMANDS: list[Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]] = [
     add_data_command,
     add_train_command,
     add_find_threshold_command,
     add_predict_command,
+    add_compare_command,
+    add_replay_command,
 ]
 
 

@@ -1,0 +1,208 @@
+"""Running a grid: in this process (one worker), in K spawned worker processes, or as Ray tasks.
+
+Whatever the backend, only this (the parent) process writes ``runs.jsonl``: a run's record is appended the moment
+it arrives, so a comparison stopped at any point (Ctrl-C, SIGTERM, SIGKILL, a crash) has lost no finished run, and
+re-running the same command skips every run already recorded. A run that raises is reported and left out (it runs
+again next time); the others go on.
+
+Workers are started with the ``spawn`` context (a forked copy of a parent holding torch threads and open files is
+fragile), use one torch thread each (``RunSpec.threads``), ignore SIGINT (Ctrl-C reaches the whole process group;
+the parent alone decides and then terminates them), and exit by themselves if the parent dies (SIGKILL leaves no
+orphan running on).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, Sequence
+
+from benchmarks.harness.grid import RunSpec
+from benchmarks.harness.run import run_one
+from benchmarks.harness.store import RunFile
+
+__all__ = ["BACKENDS", "Outcome", "WorkerDied", "execute"]
+
+#: Accepted ``--backend`` values.
+BACKENDS: tuple[str, ...] = ("process", "ray")
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died (killed, out of memory): the pool can run nothing more."""
+
+
+@dataclass
+class Outcome:
+    """What :func:`execute` did."""
+
+    finished: int = 0
+    #: ``(run key, one-line error)`` of every run that raised.
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+
+class _Progress:
+    """The parent's bookkeeping of arriving results: append, count, advance the bar."""
+
+    def __init__(self, run_file: RunFile, outcome: Outcome, bar: Any) -> None:
+        self.run_file, self.outcome, self.bar = run_file, outcome, bar
+
+    def done(self, spec: RunSpec, record: dict[str, Any]) -> None:
+        self.run_file.append(record)
+        self.outcome.finished += 1
+        self.bar.set_postfix_str(f"{spec.env.id} {spec.agent} seed {spec.seed}", refresh=False)
+        self.bar.update(1)
+
+    def failed(self, spec: RunSpec, err: BaseException) -> None:
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        self.outcome.failed.append((spec.key, message))
+        self.bar.write(f"run {spec.key} failed: {message}")
+        self.bar.update(1)
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+def _run_inline(specs: Sequence[RunSpec], progress: _Progress) -> None:
+    for spec in specs:
+        try:
+            record = run_one(spec)
+        except Exception as err:  # noqa: BLE001  one failed run must not stop the others
+            progress.failed(spec, err)
+        else:
+            progress.done(spec, record)
+
+
+# -------------------------------------------------------------------------------------------- worker processes
+def _exit_with_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _init_worker(parent_pid: int, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    import torch
+
+    torch.set_num_threads(threads)
+    # imported once per worker here, so that no run's wall time includes them
+    import detgym  # noqa: F401
+    import sb3_contrib  # noqa: F401
+    import stable_baselines3  # noqa: F401
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if terminate is not None:
+        terminate()
+        return
+    # earlier Pythons have no public way to stop a running worker
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_processes(specs: Sequence[RunSpec], progress: _Progress, workers: int) -> None:
+    threads = max(s.threads for s in specs)
+    pool = ProcessPoolExecutor(min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(os.getpid(), threads))
+    try:
+        futures: dict[Future, RunSpec] = {pool.submit(run_one, spec): spec for spec in specs}
+        for future in as_completed(futures):
+            _collect(futures[future], future.result, progress)
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _collect(spec: RunSpec, result: Callable[[], dict[str, Any]], progress: _Progress) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        record = result()
+    except BrokenProcessPool:
+        # a worker died (killed, out of memory): nothing more will arrive
+        raise WorkerDied("a worker process died (killed or out of memory); the finished runs are saved: run the "
+                           "same command again to resume") from None
+    except Exception as err:  # noqa: BLE001
+        progress.failed(spec, err)
+    else:
+        progress.done(spec, record)
+
+
+# ------------------------------------------------------------------------------------------------------- Ray
+def _run_ray(specs: Sequence[RunSpec], progress: _Progress, workers: int, address: str | None) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+
+    started = not ray.is_initialized()
+    if started:
+        # a local instance sized to --workers, or the cluster at --ray-address
+        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        task = ray.remote(run_one).options(num_cpus=1, num_gpus=gpus)
+        refs = {task.remote(spec): spec for spec in specs}
+        pending = list(refs)
+        try:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    _collect(refs[ref], partial(ray.get, ref), progress)
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------------------------------- entry
+def execute(specs: Sequence[RunSpec], run_file: RunFile, *, workers: int = 1, backend: str = "process",
+            ray_address: str | None = None, total: int | None = None, initial: int = 0,
+            progress: bool = True) -> Outcome:
+    """Run ``specs``, appending each record to ``run_file`` as it arrives.
+
+    Args:
+        specs: the runs still to do.
+        run_file: the open results file.
+        workers: parallel runs (``process``: 1 runs in this process, K > 1 in K spawned processes; ``ray``: the
+            size of a local Ray instance).
+        backend: one of :data:`BACKENDS`.
+        ray_address: a Ray cluster to connect to (``ray``; default: start a local instance).
+        total, initial: the progress bar's grid size and runs already done.
+        progress: show the tqdm bar.
+
+    Returns:
+        An :class:`Outcome`; ``interrupted`` on Ctrl-C (KeyboardInterrupt), after every finished run was written.
+    """
+    from tqdm.auto import tqdm
+
+    outcome = Outcome()
+    start = time.perf_counter()
+    with tqdm(total=total if total is not None else len(specs), initial=initial, desc="compare", unit="run",
+              disable=not progress, dynamic_ncols=True) as bar:
+        tracker = _Progress(run_file, outcome, bar)
+        try:
+            if specs and backend == "ray":
+                _run_ray(specs, tracker, workers, ray_address)
+            elif specs and workers > 1:
+                _run_processes(specs, tracker, workers)
+            else:
+                _run_inline(specs, tracker)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+    outcome.wall_s = time.perf_counter() - start
+    return outcome

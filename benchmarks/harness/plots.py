@@ -1,0 +1,168 @@
+"""The comparison's figures (PNG, matplotlib's Agg backend, written atomically).
+
+* :func:`plot_scores`: per env, every agent's final AP (the return where an env reports no AP) as its IQM and
+  mean with 95% stratified bootstrap intervals (the summary rows of :mod:`benchmarks.harness.report`);
+* :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps, one
+  thin line per seed and their mean;
+* :func:`plot_action_frequencies`: for discrete actions, what each agent chose as it learned: the probabilities of
+  agents that expose them (RLO, over the decisions of its evaluated episode, which is its training: RLO learns
+  online, eq. 8-9 of paper 000) beside the learning agents' action frequencies over their training timesteps
+  (PPO's choices). Each curve is the mean over seeds.
+
+Each function returns the path written, or ``None`` when the records hold nothing to draw.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from detgym.data.io import atomic_savefig
+
+__all__ = ["plot_action_frequencies", "plot_learning_curves", "plot_scores"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    plt = _pyplot()
+    try:
+        fig.tight_layout()
+        return atomic_savefig(fig, path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[row["env"]].append(row)
+    return groups
+
+
+def plot_scores(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """Final AP (or return) per agent and env: IQM (dot) and mean (cross) with their 95% intervals."""
+    groups = _grouped(rows)
+    if not groups:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 0.45 * max(map(len, groups.values())) + 1.6),
+                             squeeze=False)
+    for ax, (env_id, env_rows) in zip(axes[0], groups.items()):
+        metric = "AP" if all("AP_iqm" in r for r in env_rows) else "return"
+        y = np.arange(len(env_rows))
+        for offset, stat, marker, label in ((-0.12, "iqm", "o", "IQM"), (0.12, "mean", "x", "mean")):
+            value = np.array([r[f"{metric}_{stat}"] for r in env_rows])
+            low = np.array([r[f"{metric}_{stat}_low"] for r in env_rows])
+            high = np.array([r[f"{metric}_{stat}_high"] for r in env_rows])
+            err = np.nan_to_num(np.stack([value - low, high - value]), nan=0.0)
+            ax.errorbar(value, y + offset, xerr=err, fmt=marker, capsize=3, label=label)
+        ax.set_yticks(y, [r["agent"] for r in env_rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"final {metric} (95% CI)" if metric == "AP" else "return (95% CI)")
+        ax.set_title(env_id, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _records_by_env_agent(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[r["env"]["id"], r["agent"]["name"]].append(r)
+    return groups
+
+
+def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """Training-episode return against timesteps of every learning agent, per env."""
+    curves = {k: v for k, v in _records_by_env_agent(records).items()
+              if any(r.get("train") and r["train"]["episodes"] for r in v)}
+    if not curves:
+        return None
+    env_ids = list(dict.fromkeys(env for env, _ in curves))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, env_id in zip(axes[0], env_ids):
+        for i, ((env, agent), runs) in enumerate((k, v) for k, v in curves.items() if k[0] == env_id):
+            color = colors[i % len(colors)]
+            lines = []
+            for r in runs:
+                eps = r["train"]["episodes"] if r.get("train") else []
+                if eps:
+                    x, y = np.array([e["timesteps"] for e in eps]), np.array([e["return"] for e in eps])
+                    ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+                    lines.append((x, y))
+            grid = np.linspace(max(x[0] for x, _ in lines), min(x[-1] for x, _ in lines), 50)
+            mean = np.mean([np.interp(grid, x, y) for x, y in lines], axis=0)
+            ax.plot(grid, mean, color=color, linewidth=2, label=f"{agent} (mean of {len(lines)})")
+        ax.set_xlabel("training timesteps")
+        ax.set_ylabel("training episode return")
+        ax.set_title(env_id, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _probs_curve(runs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """Mean over seeds of the first evaluated episode's probabilities, ``[decisions, n_actions]``."""
+    probs = [np.asarray(r["episodes"][0]["probs"]) for r in runs if r["episodes"][0].get("probs")]
+    if not probs:
+        return None
+    n = min(len(p) for p in probs)
+    return np.mean([p[:n] for p in probs], axis=0)
+
+
+def _training_frequencies(runs: Sequence[Mapping[str, Any]], n_bins: int = 20) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(bin centres in timesteps, mean action frequencies [bins, n_actions])`` over the training episodes."""
+    seqs = []
+    for r in runs:
+        eps = r["train"]["episodes"] if r.get("train") else []
+        actions = [a for e in eps for a in e["actions"]]
+        if not actions or not all(isinstance(a, int) for a in actions):
+            return None  # not a discrete action
+        seqs.append(np.asarray(actions))
+    if not seqs:
+        return None
+    n_actions = int(max(s.max() for s in seqs)) + 1
+    length = min(len(s) for s in seqs)
+    edges = np.linspace(0, length, min(n_bins, length) + 1).astype(int)
+    freq = np.mean([[np.bincount(s[a:b], minlength=n_actions) / max(b - a, 1) for a, b in zip(edges, edges[1:])]
+                    for s in seqs], axis=0)
+    return (edges[:-1] + edges[1:]) / 2, freq
+
+
+def plot_action_frequencies(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """RLO's probabilities (agents exposing ``probs``) beside the learning agents' choices over training."""
+    panels = []
+    for (env_id, agent), runs in _records_by_env_agent(records).items():
+        probs = _probs_curve(runs)
+        if probs is not None:
+            panels.append((env_id, f"{agent}: action probabilities", np.arange(1, len(probs) + 1), probs, "decision"))
+        freq = _training_frequencies(runs)
+        if freq is not None:
+            panels.append((env_id, f"{agent}: actions while training", freq[0], freq[1], "training timesteps"))
+    if not panels:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.4), squeeze=False)
+    for ax, (env_id, title, x, values, xlabel) in zip(axes[0], panels):
+        for k in range(values.shape[1]):
+            ax.plot(x, values[:, k], label=f"a{k}", linewidth=1.5)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("probability / frequency")
+        ax.set_title(f"{env_id}\n{title}", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,130 @@
+"""``detgym replay``: re-execute the recorded actions of finished runs and check that the env gives the same
+rewards and final metrics (CompilerGym's ``validate``: a results file is evidence only if it can be re-run).
+
+For every evaluated episode of a run: a fresh env from the recorded id and arguments (its resolved configuration
+must hash to the recorded ``config_key``), ``reset(seed=<the recorded evaluation seed>)``, then the recorded
+actions (as the unwrapped env received them) one by one, with the recorded number of torch threads (CPU results
+are deterministic for a given thread count). Rewards, the end of the episode and ``info["final_metrics"]`` must be
+equal exactly (NaN equals NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["ReplayResult", "replay_file", "replay_record", "select_runs"]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """The verdict on one run."""
+
+    key: str
+    reproduced: bool
+    #: One line: what was checked, or the first difference.
+    message: str
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _replay_episode(env: gym.Env, episode: Mapping[str, Any]) -> str | None:
+    """The first difference between the episode's record and its re-execution, or None."""
+    space = env.action_space
+    env.reset(seed=episode["seed"])
+    done, info = False, {}
+    for step, (action, recorded) in enumerate(zip(episode["actions"], episode["rewards"])):
+        if done:
+            return f"step {step}: the replayed episode ended earlier ({step} steps, recorded {episode['length']})"
+        _, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=space.dtype).reshape(space.shape))
+        if not _same(float(reward), float(recorded)):
+            return f"step {step}: reward {reward!r}, recorded {recorded!r}"
+        done = terminated or truncated
+        if done and (bool(terminated), bool(truncated)) != (episode["terminated"], episode["truncated"]):
+            return f"step {step}: terminated={terminated} truncated={truncated}, recorded " \
+                   f"terminated={episode['terminated']} truncated={episode['truncated']}"
+    if not done and (episode["terminated"] or episode["truncated"]):
+        return f"the replayed episode did not end after the recorded {episode['length']} steps"
+    replayed = info.get("final_metrics")
+    recorded = episode["final_metrics"]
+    if (replayed is None) != (recorded is None):
+        return f"final metrics {replayed!r}, recorded {recorded!r}"
+    if recorded is not None:
+        for name in sorted(set(recorded) | set(replayed)):
+            if not _same(replayed.get(name), recorded.get(name)):
+                return f"final {name} {replayed.get(name)!r}, recorded {recorded.get(name)!r}"
+    return None
+
+
+def replay_record(record: Mapping[str, Any]) -> ReplayResult:
+    """Replay every evaluated episode of one run record (see the module docstring)."""
+    import torch
+
+    import detgym  # noqa: F401  registers the ids
+
+    key, env_rec = record["key"], record["env"]
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(record.get("torch_threads") or before))
+    env = gym.make(env_rec["id"], **env_rec["kwargs"])
+    try:
+        config = getattr(env.unwrapped, "config", None)
+        if config is not None and config.config_key() != env_rec["config_key"]:
+            return ReplayResult(key, False, f"{env_rec['id']} with the recorded arguments now resolves to config key "
+                                f"{config.config_key()}, recorded {env_rec['config_key']}: presets or defaults changed")
+        for i, episode in enumerate(record["episodes"]):
+            problem = _replay_episode(env, episode)
+            if problem is not None:
+                return ReplayResult(key, False, f"episode {i} (seed {episode['seed']}), {problem}")
+    finally:
+        env.close()
+        torch.set_num_threads(before)
+    steps = sum(ep["length"] for ep in record["episodes"])
+    return ReplayResult(key, True, f"{len(record['episodes'])} episode(s), {steps} steps: rewards and final metrics "
+                                   "identical")
+
+
+def select_runs(records: Mapping[str, Mapping[str, Any]], run: str | None) -> list[Mapping[str, Any]]:
+    """Every record, or the one whose key is ``run`` (or starts with it, when only one does).
+
+    Raises:
+        ValueError: no record, or ``run`` matches none or several (listing some keys).
+    """
+    if not records:
+        raise ValueError("the runs file holds no readable run")
+    if run is None:
+        return list(records.values())
+    if run in records:
+        return [records[run]]
+    matches = [k for k in records if k.startswith(run)]
+    if len(matches) == 1:
+        return [records[matches[0]]]
+    shown = ", ".join((matches or list(records))[:5]) + (" ..." if len(matches or records) > 5 else "")
+    what = "matches several runs" if matches else "matches no run"
+    raise ValueError(f"--run {run!r} {what}; keys: {shown}")
+
+
+def replay_file(path: str | Path, run: str | None = None) -> tuple[list[ReplayResult], list[str]]:
+    """Replay the runs of ``path`` (a ``runs.jsonl``), or one of them; returns the verdicts and the file's
+    damaged lines (reported, skipped).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: see :func:`select_runs`.
+    """
+    from benchmarks.harness.store import read_runs
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (a runs.jsonl written by detgym compare)")
+    read = read_runs(path)
+    return [replay_record(r) for r in select_runs(read.records, run)], read.problems
+

@@ -1,0 +1,205 @@
+"""One run of a comparison, as a worker executes it: train (learning agents), evaluate, return the run record.
+
+A learning agent trains for its budget on a fresh env whose episodes start from the run's training seed; every
+agent is then evaluated on a fresh env, one :func:`agents.rollout.run_episode` per evaluation seed. The record
+(plain JSON data, see :func:`run_one`) holds everything :mod:`benchmarks.harness.replay` needs to re-execute the
+evaluation episodes, and what the plots need: the training episodes' returns and actions (the learning curve and
+the action frequencies over training), and the probabilities of agents that expose them (RLO) at every decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import time
+from importlib import metadata
+from typing import Any, Iterator
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.registry import AGENTS, make_agent
+from agents.rollout import Episode, run_episode
+from benchmarks.harness.grid import RunSpec
+from detgym.tensorboard import TensorBoardLogger
+
+__all__ = ["EpisodeLog", "RECORD_FORMAT", "package_versions", "run_one"]
+
+#: Version of the run record layout.
+RECORD_FORMAT = 1
+
+#: Distributions whose versions every record carries.
+_PACKAGES = ("detgym", "torch", "torchvision", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy", "scipy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a run's numbers depend on (``None`` when one is missing)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _plain(value: Any) -> Any:
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
+
+
+class EpisodeLog(gym.Wrapper):
+    """Records every episode that passes through the env (innermost wrapper: the actions as the env receives
+    them): ``episodes`` lists finished ones as ``{"return", "length", "timesteps", "actions", "final_AP"}``
+    (``timesteps``: steps through this env when the episode ended; ``final_AP``: ``info["final_metrics"]["AP"]``
+    when the env reports it); ``timesteps`` counts every step."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.episodes: list[dict[str, Any]] = []
+        self.timesteps = 0
+        self._current: dict[str, Any] | None = None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        self._current = {"return": 0.0, "length": 0, "actions": []}
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.timesteps += 1
+        if self._current is not None:
+            cur = self._current
+            cur["return"] += float(reward)
+            cur["length"] += 1
+            cur["actions"].append(_plain(action))
+            if terminated or truncated:
+                final = info.get("final_metrics") or {}
+                cur.update(timesteps=self.timesteps, final_AP=final.get("AP"))
+                self.episodes.append(cur)
+                self._current = None
+        return obs, reward, terminated, truncated, info
+
+
+class _ProbsProbe:
+    """An agent seen through a probe: every ``predict`` also records the agent's ``probs`` (RLO's action
+    probabilities, eq. 8-9 of paper 000) when it has them; everything else is the agent's."""
+
+    def __init__(self, agent: Any) -> None:
+        self._agent = agent
+        self.probs: list[list[float]] = []
+
+    def predict(self, *args: Any, **kwargs: Any) -> tuple[np.ndarray, Any]:
+        out = self._agent.predict(*args, **kwargs)
+        if hasattr(self._agent, "probs"):
+            self.probs.append(np.asarray(self._agent.probs, dtype=float).reshape(-1).tolist())
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._agent, name)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Results are deterministic for a given thread count (DESIGN.md, Trainer): every run uses ``n``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _make_env(spec: RunSpec, role: str) -> gym.Env:
+    kwargs = dict(spec.env.kwargs)
+    if spec.tb_dir is not None and spec.env.takes_log_dir:
+        kwargs["log_dir"] = os.path.join(spec.tb_dir, f"{role}_env")
+    env = gym.make(spec.env.id, **kwargs)
+    config = getattr(env.unwrapped, "config", None)
+    if config is not None and config.config_key() != spec.env.config_key:
+        env.close()
+        raise RuntimeError(f"{spec.env.id} resolved to another configuration in the worker than in the parent")
+    return env
+
+
+def _train(spec: RunSpec, log: TensorBoardLogger) -> tuple[Any, dict[str, Any]]:
+    kwargs = dict(spec.agent_kwargs)
+    if spec.tb_dir is not None and AGENTS[spec.agent].kind == "sb3":
+        kwargs.setdefault("tensorboard_log", os.path.join(spec.tb_dir, "sb3"))
+    env = EpisodeLog(_make_env(spec, "train"))
+    start = time.perf_counter()
+    try:
+        agent = make_agent(spec.agent, env, seed=spec.train_seed, **kwargs)
+        agent.learn(spec.train_budget)
+    finally:
+        env.close()
+    for ep in env.episodes:
+        log.scalar("train/episode_return", ep["return"], ep["timesteps"])
+    return agent, {"timesteps": env.timesteps, "episodes": env.episodes, "wall_s": time.perf_counter() - start}
+
+
+def _episode_record(ep: Episode, probs: list[list[float]]) -> dict[str, Any]:
+    return {
+        "seed": ep.seed, "actions": ep.actions, "rewards": ep.rewards, "return": ep.episode_return,
+        "length": ep.length, "terminated": ep.terminated, "truncated": ep.truncated,
+        "final_metrics": ep.final_metrics, "diverged": bool(ep.last_info.get("diverged", False)),
+        "probs": probs or None, "wall_s": ep.wall_s,
+    }
+
+
+def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> list[dict[str, Any]]:
+    env = _make_env(spec, "eval")
+    try:
+        if agent is None:
+            agent = make_agent(spec.agent, env, seed=spec.train_seed, **spec.agent_kwargs)
+        episodes = []
+        for i, seed in enumerate(spec.eval_seeds):
+            probe = _ProbsProbe(agent)
+            ep = run_episode(env, probe, seed=seed)
+            episodes.append(_episode_record(ep, probe.probs))
+            log.scalar("eval/return", ep.episode_return, i)
+            for name, value in (ep.final_metrics or {}).items():
+                log.scalar(f"eval/{name}", value, i)
+        return episodes
+    finally:
+        env.close()
+
+
+def run_one(spec: RunSpec) -> dict[str, Any]:
+    """Run ``spec`` and return its record (one JSON line of ``runs.jsonl``).
+
+    Record fields: ``format``, ``key``, ``env`` (id, kwargs, family, resolved ``config``, ``config_key``, ``key``),
+    ``agent`` (name, kwargs, learns, train_budget, eval_episodes, key), ``seeds`` (run, train, eval), ``episodes``
+    (per evaluation episode: seed, actions as the unwrapped env received them, rewards, return, length,
+    terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the evaluation
+    episodes), ``AP`` (mean final COCO AP, when the env reports final metrics), ``train`` (learning agents:
+    timesteps, finished training episodes with return / length / timesteps / actions / final_AP, wall_s),
+    ``wall_s``, ``torch_threads``, ``versions``, ``host``, ``finished_at``.
+    """
+    start = time.perf_counter()
+    log = TensorBoardLogger(spec.tb_dir)
+    try:
+        with _torch_threads(spec.threads):
+            agent, train = _train(spec, log) if spec.learns else (None, None)
+            episodes = _evaluate(spec, agent, log)
+    finally:
+        log.close()
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "key": spec.key,
+        "env": spec.env.record(),
+        "agent": spec.agent_record(),
+        "seeds": {"run": spec.seed, "train": spec.train_seed, "eval": list(spec.eval_seeds)},
+        "episodes": episodes,
+        "return": float(np.mean([ep["return"] for ep in episodes])),
+    }
+    finals = [ep["final_metrics"] for ep in episodes]
+    if all(f is not None and "AP" in f for f in finals):
+        record["AP"] = float(np.mean([f["AP"] for f in finals]))
+    record.update(
+        train=train, wall_s=time.perf_counter() - start, torch_threads=spec.threads, versions=package_versions(),
+        host=platform.node(), finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return record
