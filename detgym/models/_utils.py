@@ -10,6 +10,7 @@ floating-point summation order).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -17,10 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+
+from ._fixed_size import CachedAnchorGenerator, FixedSizeTransform
 
 __all__ = [
     "DenseLevelLossMixin",
+    "DenseTrainingBatch",
     "LevelLossMixin",
     "RecordsLevelSizes",
     "level_ids",
@@ -174,6 +179,13 @@ def check_targets(images: Any, targets: Any, num_object_classes: int) -> None:
             )
 
 
+def _check_resized_boxes(targets: Sequence[dict[str, Tensor]]) -> None:
+    """torchvision's degenerate-box check after its transform resized the batch (one vectorised test)."""
+    boxes = torch.cat([t["boxes"] for t in targets])
+    if boxes.numel() and bool((boxes[:, 2:] <= boxes[:, :2]).any()):
+        raise ValueError("a box became degenerate (x2 <= x1 or y2 <= y1) when the transform resized its image")
+
+
 class LevelLossMixin:
     """Adds ``level_names``, ``num_levels`` and ``level_losses`` to a torchvision detector.
 
@@ -253,12 +265,32 @@ class RecordsLevelSizes:
         return level_ids(sizes, cls_logits.device), len(sizes)
 
 
+@dataclass
+class DenseTrainingBatch:
+    """A transformed training batch of a dense detector, with its anchors and matches once they are computed.
+
+    Everything here depends on the images, the targets, the transform and the anchor / matching settings, never on
+    the detector's weights: detectors of one recipe trained on the same batch share one (see
+    :class:`detgym.train.VectorTrainer`).
+    """
+
+    images: ImageList
+    targets: list[dict[str, Tensor]]
+    anchors: Optional[list[Tensor]] = None
+    matched_idxs: Optional[list[Tensor]] = None
+
+
 class DenseLevelLossMixin(LevelLossMixin):
     """:class:`LevelLossMixin` for the one-stage detectors (RetinaNet, FCOS): one level per anchor-generator size.
 
     Their ``num_classes`` counts the spare background logit 0 (``build_detector`` passes object classes + 1), which
     post-processing never reports (``DenseCandidatesMixin.candidate_detections`` in ``_candidates.py`` leaves it
     out of the candidates).
+
+    The training pass is torchvision's (transform, backbone, head, anchors, matching, loss) in two halves, so
+    that several detectors can share the first one: :meth:`prepare_batch` (transform) and
+    :meth:`batch_level_losses` (backbone, head, then the batch's anchors and matches, computed by the first
+    detector that needs them, and the head's per-level losses). The family supplies ``match_targets``.
     """
 
     def _init_dense_levels(self, level_names: Sequence[str], num_classes: int) -> None:
@@ -268,6 +300,42 @@ class DenseLevelLossMixin(LevelLossMixin):
                 f"level_names has {len(level_names)} entries but the anchor generator has {len(sizes)} levels"
             )
         self._init_levels(level_names, num_classes - 1)
+        # fixed-size fast paths: anchors computed once per input size, no identity resize (bit-identical results)
+        self.anchor_generator = CachedAnchorGenerator.from_generator(self.anchor_generator)  # type: ignore[assignment]
+        self.transform = FixedSizeTransform.from_transform(self.transform)  # type: ignore[assignment]
+
+    def match_targets(
+        self, targets: list[dict[str, Tensor]], anchors: list[Tensor], num_anchors_per_level: list[int]
+    ) -> list[Tensor]:  # pragma: no cover - abstract
+        """Per image the matched ground-truth index of every anchor / location (negative: unmatched)."""
+        raise NotImplementedError
+
+    def level_losses(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        if not self.training:  # type: ignore[attr-defined]
+            raise ValueError("level_losses needs the model in training mode (call model.train() first)")
+        check_targets(images, targets, self.num_object_classes)
+        return self.batch_level_losses(self.prepare_batch(images, targets))
+
+    level_losses.__doc__ = LevelLossMixin.level_losses.__doc__
+
+    def prepare_batch(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> DenseTrainingBatch:
+        """The transformed batch (validate with :func:`check_targets` first, as :meth:`level_losses` does)."""
+        image_list, transformed = self.transform(images, targets)  # type: ignore[attr-defined]
+        if image_list.tensors.shape[-2:] != images[0].shape[-2:]:
+            _check_resized_boxes(transformed)  # resizing can shrink a valid box to nothing (torchvision's check)
+        return DenseTrainingBatch(image_list, transformed)
+
+    def batch_level_losses(self, batch: DenseTrainingBatch) -> dict[str, Tensor]:
+        """Per-level training losses on a batch from :meth:`prepare_batch` (of this or a same-recipe detector)."""
+        features = self.backbone(batch.images.tensors)  # type: ignore[attr-defined]
+        features = list(features.values()) if isinstance(features, dict) else [features]
+        head_outputs = self.head(features)  # type: ignore[attr-defined]
+        if batch.matched_idxs is None:
+            batch.anchors = self.anchor_generator(batch.images, features)  # type: ignore[attr-defined]
+            sizes = [f.size(2) * f.size(3) for f in features]
+            batch.matched_idxs = self.match_targets(batch.targets, batch.anchors, sizes)
+        losses = self.head.compute_loss(batch.targets, head_outputs, batch.anchors, batch.matched_idxs)  # type: ignore[attr-defined]
+        return dict(losses)
 
     @classmethod
     def _adopt_dense(cls, model: Any, level_names: Sequence[str], head: nn.Module, **settings: Any) -> Any:
@@ -295,7 +363,7 @@ class DenseLevelLossMixin(LevelLossMixin):
             topk_candidates=model.topk_candidates,
             **settings,
         )
-        new.transform = model.transform
+        new.transform = FixedSizeTransform.from_transform(model.transform)
         return new
 
 

@@ -31,6 +31,8 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import boxes as box_ops
 
 from ._candidates import CandidatesMixin, nms_candidates, sort_candidates
+from ._fixed_size import CachedAnchorGenerator, FixedSizeTransform
+from ._matching import match_batch, pad_targets, shared_anchors
 from ._utils import LevelLossMixin, level_ids, sum_by_level
 
 __all__ = ["LevelFasterRCNN", "LevelRegionProposalNetwork", "LevelRoIHeads"]
@@ -62,7 +64,23 @@ class LevelRegionProposalNetwork(RegionProposalNetwork):
         )
         new.proposal_matcher.allow_low_quality_matches = rpn.proposal_matcher.allow_low_quality_matches
         new.min_size = rpn.min_size
+        new.anchor_generator = CachedAnchorGenerator.from_generator(rpn.anchor_generator)
         return new
+
+    def assign_targets_to_anchors(
+        self, anchors: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """torchvision's anchor labels (1 object, 0 background, -1 ignored) and matched boxes, all images at once
+        (:func:`~detgym.models._matching.match_batch`: the same matches as its per-image loop)."""
+        if self.box_similarity is not box_ops.box_iou or shared_anchors(anchors) is None:
+            return super().assign_targets_to_anchors(anchors, targets)
+        matched = torch.stack(match_batch(self.proposal_matcher, targets, anchors))  # [B, A]
+        gt_boxes, _ = pad_targets(targets, matched.device)  # an image without objects: zero boxes, as torchvision
+        matched_gt_boxes = torch.gather(gt_boxes, 1, matched.clamp(min=0)[:, :, None].expand(-1, -1, 4))
+        labels = (matched >= 0).to(dtype=torch.float32)
+        labels[matched == self.proposal_matcher.BELOW_LOW_THRESHOLD] = 0.0
+        labels[matched == self.proposal_matcher.BETWEEN_THRESHOLDS] = -1.0
+        return list(labels.unbind(0)), list(matched_gt_boxes.unbind(0))
 
     def filter_proposals(
         self,
@@ -301,6 +319,7 @@ class LevelFasterRCNN(CandidatesMixin, LevelLossMixin, FasterRCNN):
         super().__init__(backbone, num_classes, **kwargs)
         self.rpn = LevelRegionProposalNetwork.from_rpn(self.rpn)
         self.roi_heads = LevelRoIHeads.from_roi_heads(self.roi_heads)
+        self.transform = FixedSizeTransform.from_transform(self.transform)
         self._check_levels(level_names)
 
     @classmethod
@@ -312,7 +331,7 @@ class LevelFasterRCNN(CandidatesMixin, LevelLossMixin, FasterRCNN):
             model.backbone,
             LevelRegionProposalNetwork.from_rpn(model.rpn),
             LevelRoIHeads.from_roi_heads(model.roi_heads),
-            model.transform,
+            FixedSizeTransform.from_transform(model.transform),
         )
         new._check_levels(level_names)
         return new

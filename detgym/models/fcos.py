@@ -18,6 +18,7 @@ from torchvision.models.detection.fcos import FCOS, FCOSClassificationHead, FCOS
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ._candidates import DenseCandidatesMixin
+from ._matching import BATCHED_MATCH_MAX_ELEMENTS, pad_targets, shared_anchors
 from ._utils import (
     DenseLevelLossMixin,
     RecordsLevelSizes,
@@ -27,7 +28,46 @@ from ._utils import (
     sum_by_level,
 )
 
-__all__ = ["LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead"]
+__all__ = [
+    "LevelFCOS", "LevelFCOSHead", "LevelFCOSClassificationHead", "LevelFCOSRegressionHead", "match_locations"
+]
+
+
+def match_locations(
+    targets: list[dict[str, Tensor]], anchors: Tensor, num_anchors_per_level: list[int], radius: float
+) -> Tensor:
+    """FCOS's location-to-ground-truth assignment of a batch sharing ``anchors`` ``[A, 4]``: int64 ``[B, A]``.
+
+    torchvision's per-image rule (``FCOS.compute_loss``) on ground truth padded to ``[B, G_max, 4]``: the same
+    element-wise ops, with padded rows never matched, so the result is the per-image one exactly (an image
+    without objects gets -1 everywhere).
+    """
+    gt_boxes, valid = pad_targets(targets, anchors.device)  # [B, G, 4]
+    gt_centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2  # [B, G, 2]
+    anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # [A, 2]
+    anchor_sizes = anchors[:, 2] - anchors[:, 0]
+    # centre sampling: the location must be close enough to the box centre
+    pairwise_match = (anchor_centers[None, :, None, :] - gt_centers[:, None, :, :]).abs_().max(
+        dim=3
+    ).values < radius * anchor_sizes[None, :, None]  # [B, A, G]
+    x, y = anchor_centers.unsqueeze(dim=2).unbind(dim=1)  # [A, 1]
+    x0, y0, x1, y1 = gt_boxes.unsqueeze(dim=1).unbind(dim=3)  # [B, 1, G]
+    pairwise_dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=3)  # [B, A, G, 4]
+    pairwise_match &= pairwise_dist.min(dim=3).values > 0  # inside the box
+    # each level is responsible for a range of box sizes
+    lower_bound = anchor_sizes * 4
+    lower_bound[: num_anchors_per_level[0]] = 0
+    upper_bound = anchor_sizes * 8
+    upper_bound[-num_anchors_per_level[-1] :] = float("inf")
+    pairwise_dist = pairwise_dist.max(dim=3).values
+    pairwise_match &= (pairwise_dist > lower_bound[:, None]) & (pairwise_dist < upper_bound[:, None])
+    pairwise_match &= valid[:, None, :]
+    # the smallest box wins when several match
+    gt_areas = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])  # [B, G]
+    pairwise_match = pairwise_match.to(torch.float32) * (1e8 - gt_areas[:, None, :])
+    min_values, matched_idx = pairwise_match.max(dim=2)  # [B, A]
+    matched_idx[min_values < 1e-5] = -1
+    return matched_idx
 
 
 class LevelFCOSClassificationHead(FCOSClassificationHead):
@@ -216,6 +256,29 @@ class LevelFCOS(DenseCandidatesMixin, DenseLevelLossMixin, FCOS):
             in_channels, cls_head.num_anchors, cls_head.num_classes, num_convs=num_convs, norm_layer=norm_layer
         )
         return cls._adopt_dense(model, level_names, head, center_sampling_radius=model.center_sampling_radius)
+
+    def match_targets(
+        self, targets: list[dict[str, Tensor]], anchors: list[Tensor], num_anchors_per_level: list[int]
+    ) -> list[Tensor]:
+        """torchvision's FCOS assignment (``FCOS.compute_loss``: centre sampling, inside the box, the level's size
+        range, smallest box wins), all images at once when they share their locations (identical matches)."""
+        radius = self.center_sampling_radius
+        shared = shared_anchors(anchors)
+        g_max = max(int(t["boxes"].shape[0]) for t in targets)
+        if shared is not None and len(targets) * g_max * shared.shape[0] <= BATCHED_MATCH_MAX_ELEMENTS:
+            return list(match_locations(targets, shared, num_anchors_per_level, radius).unbind(0))
+        return [match_locations([t], a, num_anchors_per_level, radius)[0] for t, a in zip(targets, anchors)]
+
+    def compute_loss(
+        self,
+        targets: list[dict[str, Tensor]],
+        head_outputs: dict[str, Tensor],
+        anchors: list[Tensor],
+        num_anchors_per_level: list[int],
+    ) -> dict[str, Tensor]:
+        """torchvision's ``compute_loss`` with the batched matching (per-level values, see the head)."""
+        matched_idxs = self.match_targets(targets, anchors, num_anchors_per_level)
+        return self.head.compute_loss(targets, head_outputs, anchors, matched_idxs)
 
     def _level_scores(self, head_outputs: dict[str, list[Tensor]], image: int, level: int) -> Tensor:
         """Per-location, per-class scores of one level: ``sqrt(sigmoid(cls_logits) * sigmoid(ctrness))``."""

@@ -23,6 +23,7 @@ from torchvision.models.detection.retinanet import (
 from torchvision.ops import sigmoid_focal_loss
 
 from ._candidates import DenseCandidatesMixin
+from ._matching import match_batch
 from ._utils import (
     BETWEEN_THRESHOLDS,
     DenseLevelLossMixin,
@@ -245,6 +246,18 @@ class LevelRetinaNet(DenseCandidatesMixin, DenseLevelLossMixin, RetinaNet):
             loss_type=model.head.regression_head._loss_type,
         )
         return cls._adopt_dense(model, level_names, head, proposal_matcher=model.proposal_matcher)
+
+    def match_targets(
+        self, targets: list[dict[str, Tensor]], anchors: list[Tensor], num_anchors_per_level: list[int]
+    ) -> list[Tensor]:
+        """torchvision's IoU matching (``RetinaNet.compute_loss``), all images at once (:func:`match_batch`)."""
+        return match_batch(self.proposal_matcher, targets, anchors)
+
+    def compute_loss(
+        self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor], anchors: list[Tensor]
+    ) -> dict[str, Tensor]:
+        """torchvision's ``compute_loss`` with the batched matching (per-level values, see the head)."""
+        return self.head.compute_loss(targets, head_outputs, anchors, self.match_targets(targets, anchors, []))
 
     def _level_scores(self, head_outputs: dict[str, list[Tensor]], image: int, level: int) -> Tensor:
         """Per-anchor, per-class scores of one level: ``sigmoid(cls_logits)``, ``[A_l, K]``."""

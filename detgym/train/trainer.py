@@ -273,9 +273,11 @@ class Trainer:
         groups = [{"params": head, "lr": cfg.lr}]
         if body:
             groups.append({"params": body, "lr": cfg.lr * cfg.backbone_lr_mult})
+        # foreach: one multi-tensor call per group instead of a Python loop over ~100 parameters (on the CPU torch
+        # defaults to the loop); the update is the same, bit for bit
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _set_lr(self, iteration: int) -> None:
         factor = lr_factor(iteration, self.config)
