@@ -20,6 +20,8 @@ __all__ = ["ENV_IDS", "FAMILIES", "PRESET_IDS", "VARIANTS", "VECTOR_ENTRY_POINTS
 VARIANTS: tuple[tuple[str, str, str], ...] = (
     ("DetLossWeight", "detgym.envs.loss_weight.env:DetLossWeightEnv", "loss_weight"),
     ("DetLossWeightContinuous", "detgym.envs.loss_weight.env:DetLossWeightContinuousEnv", "loss_weight"),
+    ("DetSampleSelect", "detgym.envs.sample_select.env:DetSampleSelectEnv", "sample_select"),
+    ("DetSampleSelectSeq", "detgym.envs.sample_select.env:DetSampleSelectSeqEnv", "sample_select"),
     ("DetBoxSelect", "detgym.envs.box_select.env:DetBoxSelectEnv", "box_select"),
     ("DetBoxSelectSeq", "detgym.envs.box_select.env:DetBoxSelectSeqEnv", "box_select"),
     ("DetBoxRescore", "detgym.envs.box_select.env:DetBoxRescoreEnv", "box_select"),
@@ -44,12 +46,19 @@ PRESET_IDS: dict[str, tuple[tuple[str, str], ...]] = {
         ("-FasterRCNN-R50", "fasterrcnn-r50"),
         ("-Test", "test"),
     ),
+    "sample_select": (
+        ("", "default"),
+        ("-VOC", "voc"),
+        ("-Test", "test"),
+    ),
 }
 
 #: id prefix -> native vector env (``gymnasium.make_vec(id, num_envs, vectorization_mode="vector_entry_point")``),
 #: registered for every preset id of that variant.
 VECTOR_ENTRY_POINTS: dict[str, str] = {
     "DetBoxSelect": "detgym.envs.box_select.vector:DetBoxSelectVectorEnv",
+    "DetLossWeight": "detgym.envs.loss_weight.vector:DetLossWeightVectorEnv",
+    "DetLossWeightContinuous": "detgym.envs.loss_weight.vector:DetLossWeightContinuousVectorEnv",
 }
 
 #: Env family names, in table order.

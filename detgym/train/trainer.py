@@ -19,7 +19,7 @@ from .config import TrainConfig
 from .detections import predict_coco
 from .schedule import lr_factor
 
-__all__ = ["NonFiniteLossError", "StepResult", "Trainer", "backbone_trunk", "predict_coco", "resolve_device"]
+__all__ = ["MinibatchOrder", "NonFiniteLossError", "StepResult", "Trainer", "backbone_trunk", "predict_coco", "resolve_device"]
 
 
 class NonFiniteLossError(ValueError):
@@ -77,6 +77,43 @@ def backbone_trunk(model: nn.Module) -> nn.Module | None:
     return getattr(backbone, "body", None)
 
 
+class MinibatchOrder:
+    """Minibatch indices: epochs of seeded random permutations of ``0..size-1``; batches may straddle epochs.
+
+    The trainer's data order depends on ``seed`` only; a :class:`~detgym.train.VectorTrainer` draws one such
+    sequence for all its detectors (common random numbers).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size = int(size), int(batch_size)
+        self._generator = torch.Generator().manual_seed(int(seed))
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        #: Batches drawn so far.
+        self.drawn = 0
+
+    def next(self) -> list[int]:
+        """The indices of the next minibatch."""
+        out: list[int] = []
+        while len(out) < self.batch_size:
+            if self._cursor >= len(self._order):
+                self._order = torch.randperm(self.size, generator=self._generator)
+                self._cursor = 0
+            take = min(self.batch_size - len(out), len(self._order) - self._cursor)
+            out.extend(self._order[self._cursor : self._cursor + take].tolist())
+            self._cursor += take
+        self.drawn += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self._generator.get_state(), "order": self._order, "cursor": self._cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._generator.set_state(state["generator"])
+        self._order = state["order"]
+        self._cursor = int(state["cursor"])
+
+
 class Trainer:
     """Trains a level-aware detector (see :func:`detgym.models.build_detector`) one iteration at a time.
 
@@ -124,11 +161,9 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self._base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self._set_lr(0)
-        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self._batches = MinibatchOrder(len(train_set), self.config.batch_size, self.config.seed)
         self._rng_state = torch.Generator().manual_seed(self.config.seed + 1).get_state()
         self._cuda_rng_state: torch.Tensor | None = None
-        self._order = torch.empty(0, dtype=torch.long)
-        self._cursor = 0
         self._ones = torch.ones(self.num_levels, device=self.device)
         self._tb = TensorBoardLogger(log_dir)
         self.model.train()
@@ -143,15 +178,37 @@ class Trainer:
         Raises:
             NonFiniteLossError: the loss is NaN or infinite; the parameters are left as they were.
         """
-        weights = self._weights_tensor(level_weights)
+        self._weights_tensor(level_weights)  # bad weights fail before a batch is drawn
         indices = self._next_indices()
         images, targets = self.train_set.batch(indices, device=self.device)
+        return self.train_batch(images, targets, level_weights)
+
+    def train_batch(
+        self,
+        images: list[torch.Tensor],
+        targets: list[dict],
+        level_weights: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+        *,
+        losses: Callable[[], dict[str, torch.Tensor]] | None = None,
+    ) -> StepResult:
+        """One iteration on a given minibatch (what :meth:`step` does after drawing its batch).
+
+        Args:
+            images, targets: the minibatch, on the trainer's device.
+            level_weights: as in :meth:`step`.
+            losses: computes the per-level loss dict in place of ``model.level_losses(images, targets)`` (a
+                :class:`~detgym.train.VectorTrainer` passes the detector's loss on a batch its members share).
+
+        Raises:
+            NonFiniteLossError: as :meth:`step`.
+        """
+        weights = self._weights_tensor(level_weights)
         self.model.train()
         with self._own_rng():
             if self.augment is not None:
                 images, targets = self.augment(images, targets)
             with torch.autocast(self.device.type, enabled=self._amp):
-                per_term = self.model.level_losses(images, targets)
+                per_term = losses() if losses is not None else self.model.level_losses(images, targets)
             stacked = torch.stack([v.float() for v in per_term.values()])  # [terms, levels]
             per_level = stacked.sum(0)
             total = (weights * per_level).sum()
@@ -232,11 +289,9 @@ class Trainer:
             "scaler": self._scaler.state_dict(),
             "iteration": self.iteration,
             "config": asdict(self.config),
-            "generator": self._generator.get_state(),
+            **self._batches.state_dict(),
             "rng_state": self._rng_state,
             "cuda_rng_state": self._cuda_rng_state,
-            "order": self._order,
-            "cursor": self._cursor,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -244,11 +299,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self._scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
-        self._generator.set_state(state["generator"])
+        self._batches.load_state_dict(state)
         self._rng_state = state["rng_state"]
         self._cuda_rng_state = state.get("cuda_rng_state")
-        self._order = state["order"]
-        self._cursor = int(state["cursor"])
         self._set_lr(self.iteration)
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:
@@ -285,21 +338,20 @@ class Trainer:
             group["lr"] = base * factor
 
     def _next_indices(self) -> list[int]:
-        """Indices of the next minibatch: epochs of seeded random permutations, batches may straddle epochs."""
-        out: list[int] = []
-        while len(out) < self.config.batch_size:
-            if self._cursor >= len(self._order):
-                self._order = torch.randperm(len(self.train_set), generator=self._generator)
-                self._cursor = 0
-            take = min(self.config.batch_size - len(out), len(self._order) - self._cursor)
-            out.extend(self._order[self._cursor : self._cursor + take].tolist())
-            self._cursor += take
-        return out
+        return self._batches.next()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next iteration (of the first parameter group: the head's)."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _weights_tensor(self, level_weights: Any) -> torch.Tensor:
         if level_weights is None:
             return self._ones
-        w = torch.as_tensor(np.asarray(level_weights, dtype=np.float32), device=self.device)
+        if isinstance(level_weights, torch.Tensor):
+            w = level_weights.detach().to(device=self.device, dtype=torch.float32)
+        else:
+            w = torch.as_tensor(np.asarray(level_weights, dtype=np.float32), device=self.device)
         if w.shape != (self.num_levels,):
             raise ValueError(
                 f"level_weights must have shape ({self.num_levels},) (one weight per level "

@@ -1,7 +1,8 @@
 """DetLossWeight: per-FPN-level loss weighting during detector training (paper 000, AVW / RLO).
 
-Modules: ``env`` (the envs), ``presets`` (frozen configurations), ``weighting`` (eq. 2-5, 7, 9 as pure
-functions), ``observation`` (the observation layout), ``wrappers`` (observation scaling for learning agents).
+Modules: ``env`` (the envs), ``vector`` (their native vector envs: N detectors trained in lockstep), ``presets``
+(frozen configurations), ``weighting`` (eq. 2-5, 7, 9 as pure functions), ``observation`` (the observation
+layout), ``wrappers`` (observation scaling for learning agents).
 ``weighting`` and ``observation`` are NumPy only; the envs (and torch) load on first use of their names here.
 """
 
@@ -16,14 +17,17 @@ __all__ = [
     "PRESETS",
     "REWARDS",
     "DetLossWeightContinuousEnv",
+    "DetLossWeightContinuousVectorEnv",
     "DetLossWeightEnv",
+    "DetLossWeightVectorEnv",
     "LogScaleObservation",
     "LossWeightPreset",
     "build_observation",
     "split_observation",
 ]
 
-_LAZY = {"DetLossWeightEnv": ".env", "DetLossWeightContinuousEnv": ".env", "LogScaleObservation": ".wrappers"}
+_LAZY = {"DetLossWeightEnv": ".env", "DetLossWeightContinuousEnv": ".env", "LogScaleObservation": ".wrappers",
+         "DetLossWeightVectorEnv": ".vector", "DetLossWeightContinuousVectorEnv": ".vector"}
 
 
 def __getattr__(name: str) -> Any:

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from detgym.envs.base import DetectorEnv
+from detgym.envs.base import SEED_HIGH, DetectorEnv
 from detgym.metrics import STAT_NAMES
 from detgym.train import NonFiniteLossError, Trainer
 
@@ -18,9 +18,16 @@ from .observation import build_observation, observation_size
 from .presets import PRESETS, LossWeightPreset
 from .weighting import N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
 
-__all__ = ["DetLossWeightContinuousEnv", "DetLossWeightEnv"]
+__all__ = ["DetLossWeightContinuousEnv", "DetLossWeightEnv", "check_seed"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` as an int seed in ``0..SEED_HIGH-1``; ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_HIGH:
+        raise ValueError(f"{name} must be an integer in 0..{SEED_HIGH - 1}, got {value!r}")
+    return int(value)
 
 
 class DetLossWeightEnv(DetectorEnv):
@@ -202,40 +209,79 @@ class DetLossWeightEnv(DetectorEnv):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        model_seed, train_seed = self._draw_seeds(2)
+        """New detector and trainer, first interval trained with all weights 1.
+
+        ``options`` (all optional): ``{"model_seed": int, "train_seed": int}`` replace the seeds drawn from the
+        env's ``np_random`` for the detector's initialisation and for the trainer (minibatch order); both are
+        reported in the reset ``info``. They reproduce one sub-env of
+        :class:`~detgym.envs.loss_weight.vector.DetLossWeightVectorEnv`, whose sub-envs share one minibatch order.
+        """
+        model_seed, train_seed = self._seed_episode(seed, options)
         if self.trainer is not None:
             self.trainer.close()
         self.trainer = self.substrate.build_trainer(model_seed, train_seed, iterations=self.total_iterations)
-        self._episode += 1
-        self._t = 0
-        self._steps = 0
-        self._last_map = 0.0
-        self._done = False
-
-        weights = np.ones(self.n_levels, dtype=np.float64)
         # A diverging first interval cannot be reported through reset(); NonFiniteLossError propagates.
-        losses = self._train_interval(weights)
-        sums, var = interval_stats(losses)
-        self._t = 1
-        self._sums_prev, self._var_prev = sums.copy(), np.ones(self.n_levels)  # L_{i,0} := L_{i,1}, Var_{i,0} = 1
-        self._sums, self._var = sums, var
-        self._rates = decrease_rate(self._var_prev, self._var)
-        self._weights = weights
-        self._obs = self._observation()
-        info = self._info(losses, None, 0.0)
-        self._log(info, reward=None)
-        return self._obs.copy(), info
+        losses = self._train_interval(self.initial_weights())
+        obs, info = self._begin_episode(losses)
+        info.update(model_seed=model_seed, train_seed=train_seed)
+        return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self.trainer is None or self._done:
-            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
+        self._check_running()
         weights = self._action_to_weights(action)
         try:
             losses = self._train_interval(weights)
         except NonFiniteLossError as err:
             return self._diverged(action, weights, err)
+        return self._end_interval(action, weights, losses)
 
+    # ------------------------------------------------------------ episode phases (shared with the vector env)
+    def initial_weights(self) -> np.ndarray:
+        """The weights of the first interval (trained by ``reset``): all 1, as the paper initialises them."""
+        return np.ones(self.n_levels, dtype=np.float64)
+
+    def _seed_episode(self, seed: int | None, options: dict[str, Any] | None) -> tuple[int, int]:
+        """Seed ``np_random`` (gymnasium's ``reset(seed=...)``), then return (model seed, train seed): drawn from
+        ``np_random`` (always both, so the stream does not depend on the options), then replaced by
+        ``options["model_seed"]`` / ``options["train_seed"]`` where given."""
+        super().reset(seed=seed)
+        drawn = self._draw_seeds(2)
+        options = {} if options is None else options
+        if not isinstance(options, dict) or set(options) - {"model_seed", "train_seed"}:
+            raise ValueError(f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}")
+        model_seed, train_seed = (
+            drawn_seed if options.get(name) is None else check_seed(f"options['{name}']", options[name])
+            for name, drawn_seed in zip(("model_seed", "train_seed"), drawn)
+        )
+        return model_seed, train_seed
+
+    def _begin_episode(self, losses: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The state, observation and info after the first interval (``losses``: its ``[alpha, n]`` raw losses)."""
+        self._episode += 1
+        self._steps = 0
+        self._last_map = 0.0
+        self._done = False
+        self._global_iteration += self.alpha
+        sums, var = interval_stats(losses)
+        self._t = 1
+        self._sums_prev, self._var_prev = sums.copy(), np.ones(self.n_levels)  # L_{i,0} := L_{i,1}, Var_{i,0} = 1
+        self._sums, self._var = sums, var
+        self._rates = decrease_rate(self._var_prev, self._var)
+        self._weights = self.initial_weights()
+        self._obs = self._observation()
+        info = self._info(losses, None, 0.0)
+        self._log(info, reward=None)
+        return self._obs.copy(), info
+
+    def _check_running(self) -> None:
+        if self.trainer is None or self._done:
+            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
+
+    def _end_interval(
+        self, action: Any, weights: np.ndarray, losses: np.ndarray
+    ) -> tuple[np.ndarray, float, bool, bool, dict]:
+        """Everything a step does after training its interval (``losses``: ``[alpha, n]``) with ``weights``."""
+        self._global_iteration += self.alpha
         sums, var = interval_stats(losses)
         self._sums_prev, self._var_prev = self._sums, self._var
         self._sums, self._var = sums, var
@@ -304,7 +350,6 @@ class DetLossWeightEnv(DetectorEnv):
         step = self.trainer.step
         for m in range(self.alpha):
             losses[m] = step(w).level_losses
-        self._global_iteration += self.alpha
         return losses
 
     def _observation(self) -> np.ndarray:
@@ -326,7 +371,7 @@ class DetLossWeightEnv(DetectorEnv):
             "action": action,
             "iteration": int(self.trainer.iteration),
             "interval": int(self._t),
-            "lr": float(self.trainer.optimizer.param_groups[0]["lr"]),
+            "lr": self.trainer.lr,
             "reward_loss": float(loss_reward),
             "level_names": self.level_names,
         }
@@ -349,7 +394,7 @@ class DetLossWeightEnv(DetectorEnv):
             "action": self._action_info(action, weights),
             "iteration": int(err.iteration),
             "interval": int(self._t + 1),
-            "lr": float(self.trainer.optimizer.param_groups[0]["lr"]),
+            "lr": self.trainer.lr,
             "reward_loss": float("nan"),
             "level_names": self.level_names,
             "diverged": True,
