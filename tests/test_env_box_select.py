@@ -377,3 +377,40 @@ def test_learners_run_on_every_variant(kw):
         episode = run_episode(gym.make(env_id, **kw), agent, seed=123)
         assert episode.terminated and 0.0 <= episode.last_info["ap"] <= 1.0
         assert episode.episode_return == pytest.approx(episode.last_info["ap"], abs=1e-12)
+
+
+def test_prepared_ap_is_image_ap():
+    """The env's prepared reward equals image_ap on crowd GTs, images without GT or candidates, tied scores and
+    more than 100 same-class detections (COCO's maxDets)."""
+    from detgym.envs.box_select.reward import PreparedAP
+    from detgym.metrics import image_ap
+
+    rng = np.random.default_rng(0)
+    images = []
+    for t in range(40):
+        n, g = int(rng.integers(0, 130)), int(rng.integers(0, 6))
+        gxy = rng.uniform(0, 80, (g, 2))
+        gt = np.concatenate([gxy, gxy + rng.uniform(1, 30, (g, 2))], axis=1)
+        xy = rng.uniform(0, 80, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 30, (n, 2))], axis=1)
+        m = min(n, g)
+        boxes[:m] = gt[:m] + rng.uniform(-1, 1, (m, 4))  # some true positives
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+        scores = rng.choice([0.1, 0.5, 0.9], n) if t % 3 == 0 else rng.uniform(0, 1, n)  # ties on every third
+        scores = np.sort(scores)[::-1].copy()
+        images.append((boxes, scores, rng.integers(1, 4, n), gt, rng.integers(1, 4, g), rng.uniform(size=g) < 0.2))
+    counts = np.array([len(x[1]) for x in images])
+    n_max = int(counts.max())
+    boxes, scores, labels = np.zeros((40, n_max, 4)), np.zeros((40, n_max)), np.zeros((40, n_max), dtype=np.int64)
+    for i, x in enumerate(images):
+        boxes[i, :counts[i]], scores[i, :counts[i]], labels[i, :counts[i]] = x[:3]
+    offsets = np.concatenate([[0], np.cumsum([len(x[4]) for x in images])])
+    prepared = PreparedAP(boxes, scores, labels, counts, np.concatenate([x[3] for x in images]).reshape(-1, 4),
+                          np.concatenate([x[4] for x in images]).astype(np.int64),
+                          np.concatenate([x[5] for x in images]).astype(bool), offsets)
+    for p_keep in (0.3, 0.8, 1.0):
+        keep = rng.uniform(size=(40, n_max)) < p_keep
+        order = rng.permutation(40)  # any batch order
+        got = prepared(order, np.ascontiguousarray(keep[order]))
+        expected = [image_ap(*images[i][:5], keep[i:i + 1, :counts[i]], images[i][5])[0] for i in order]
+        np.testing.assert_array_equal(got, expected)

@@ -1,64 +1,293 @@
-"""Per-image COCO AP of kept sets, for one image or a batch of images in one compiled call (the env's reward).
+"""Per-image COCO AP of kept candidate sets, prepared once per image: the env's reward at a few µs per image.
 
-The reward of paper 001 (eq. 5) is the per-image COCO AP of the selected boxes: :func:`detgym.metrics.image_ap`.
-A vectorized env evaluates one kept set on each of B different images per step, so :func:`batch_image_ap` runs
-``image_ap``'s compiled kernel over the B images inside one numba function (one Python call per step instead of
-B); without numba it calls ``image_ap`` once per image. Both give ``image_ap``'s numbers exactly (tested).
+The reward of paper 001 (eq. 5) is the per-image COCO AP of the kept boxes, :func:`detgym.metrics.image_ap`.
+``image_ap`` spends most of a call on what depends only on the image's candidates and ground truth (box checks,
+the score order, the label categories, each candidate's list of matchable GT boxes with their IoUs, the recall-point
+weights) and little on each kept subset. The candidates of a DetBoxSelect image never change, so
+:class:`PreparedAP` runs that part once per image when the env loads its cache, and a step runs only the subset
+part, for one image (single env) or a batch of B images in one compiled call (the vector env). The rules are
+``image_ap``'s, step for step (its kernel's "per subset" loop with ``no_gt="reward"``), and pycocotools' greedy
+match is the very function ``image_ap`` uses (:func:`detgym.metrics._matching.match_detection`); the tests compare
+every image of a split with ``image_ap``.
+
+numba's on-disk cache watches only this file: after editing ``detgym/metrics/_matching.py`` or ``_boxes.py``,
+touch this file too (as ``coco.py`` and ``image_ap.py``) so the cached kernels are recompiled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from detgym.metrics import image_ap
 from detgym.metrics._backend import njit, use_numba
-from detgym.metrics._cocoparams import EPS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS
-from detgym.metrics.image_ap import _AREA_HI, _image_ap_kernel
+from detgym.metrics._boxes import argsort_desc_stable, coco_iou
+from detgym.metrics._cocoparams import AREA_RANGES, EPS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS
+from detgym.metrics._matching import match_detection
 
-__all__ = ["batch_image_ap"]
+__all__ = ["PreparedAP"]
+
+_AREA_HI = float(AREA_RANGES[0, 1])  # area "all" is [0, 1e10]
 
 
 @njit
-def _batch_kernel(boxes, scores, labels, counts, gt_boxes, gt_labels, gt_crowd, gt_offsets, images, keep,
-                  match_thr, rec_thr, area_hi, max_det, eps, out):  # pragma: no cover - compiled
-    """``out[b]`` = per-image AP of ``keep[b]`` on image ``images[b]`` (scores ``scores[b]``); returns the first
-    failing b + 1, or 0 (see ``_image_ap_kernel``)."""
+def _prepare(d_xyxy, d_score, d_lab, g_xyxy, g_lab, g_crowd, thr_min, rec_thr, area_hi):  # pragma: no cover
+    """The subset-independent part of ``image_ap``'s kernel for one image (see there for the rules).
+
+    Returns (order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, cv).
+    """
+    N = d_xyxy.shape[0]
+    G = g_xyxy.shape[0]
+    d_xywh = np.empty((N, 4), dtype=np.float64)
+    for i in range(N):
+        d_xywh[i, 0] = d_xyxy[i, 0]
+        d_xywh[i, 1] = d_xyxy[i, 1]
+        d_xywh[i, 2] = d_xyxy[i, 2] - d_xyxy[i, 0]
+        d_xywh[i, 3] = d_xyxy[i, 3] - d_xyxy[i, 1]
+    g_xywh = np.empty((G, 4), dtype=np.float64)
+    for i in range(G):
+        g_xywh[i, 0] = g_xyxy[i, 0]
+        g_xywh[i, 1] = g_xyxy[i, 1]
+        g_xywh[i, 2] = g_xyxy[i, 2] - g_xyxy[i, 0]
+        g_xywh[i, 3] = g_xyxy[i, 3] - g_xyxy[i, 1]
+    R = rec_thr.shape[0]
+    order = argsort_desc_stable(d_score)
+    # compact category index over the labels present, in order of first appearance (GT first)
+    labs = np.empty(G + N, dtype=np.int64)
+    C = 0
+    gcat = np.empty(G, dtype=np.int64)
+    dcat = np.empty(N, dtype=np.int64)
+    for q in range(G + N):
+        lab = g_lab[q] if q < G else d_lab[q - G]
+        c = 0
+        while c < C and labs[c] != lab:
+            c += 1
+        if c == C:
+            labs[C] = lab
+            C += 1
+        if q < G:
+            gcat[q] = c
+        else:
+            dcat[q - G] = c
+    # GT order: non-ignored first, stable
+    g_ign = np.zeros(G, dtype=np.bool_)
+    for q in range(G):
+        a = g_xywh[q, 2] * g_xywh[q, 3]
+        g_ign[q] = g_crowd[q] or a < 0.0 or a > area_hi
+    gorder = np.empty(G, dtype=np.int64)
+    n = 0
+    for q in range(G):
+        if not g_ign[q]:
+            gorder[n] = q
+            n += 1
+    for q in range(G):
+        if g_ign[q]:
+            gorder[n] = q
+            n += 1
+    gig_o = np.empty(G, dtype=np.bool_)
+    gcr_o = np.empty(G, dtype=np.bool_)
+    npig = np.zeros(C, dtype=np.int64)
+    for qq in range(G):
+        q = gorder[qq]
+        gig_o[qq] = g_ign[q]
+        gcr_o[qq] = g_crowd[q]
+        if not g_ign[q]:
+            npig[gcat[q]] += 1
+    cv = 0
+    for c in range(C):
+        if npig[c] > 0:
+            cv += 1
+    # candidate GTs of each detection (sorted position p): same label, IoU >= the lowest threshold, GT order
+    cstart = np.zeros(N + 1, dtype=np.int64)
+    cg = np.empty(max(N * G, 1), dtype=np.int64)
+    civ = np.empty(max(N * G, 1), dtype=np.float64)
+    d_out = np.zeros(N, dtype=np.bool_)
+    pcat = np.empty(N, dtype=np.int64)
+    nc = 0
+    for p in range(N):
+        i = order[p]
+        cstart[p] = nc
+        pcat[p] = dcat[i]
+        a = d_xywh[i, 2] * d_xywh[i, 3]
+        d_out[p] = a < 0.0 or a > area_hi
+        for qq in range(G):
+            q = gorder[qq]
+            if g_lab[q] != d_lab[i]:
+                continue
+            v = coco_iou(d_xywh[i, 0], d_xywh[i, 1], d_xywh[i, 2], d_xywh[i, 3],
+                         g_xywh[q, 0], g_xywh[q, 1], g_xywh[q, 2], g_xywh[q, 3], g_crowd[q])
+            if v >= thr_min:
+                cg[nc] = qq
+                civ[nc] = v
+                nc += 1
+    cstart[N] = nc
+    # weight of the n-th true positive's interpolated precision (recall points first reaching n / npig)
+    wts = np.zeros((C, G + 2), dtype=np.float64)
+    for c in range(C):
+        P = npig[c]
+        if P == 0:
+            continue
+        n = 0
+        for r in range(R):
+            while n < P and n / P < rec_thr[r]:
+                n += 1
+            wts[c, max(n, 1)] += 1.0
+    return order, pcat, d_out, cstart, cg[:nc], civ[:nc], gig_o, gcr_o, npig, wts, cv
+
+
+@njit
+def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, match_thr, n_rec,
+               max_det, eps, out):  # pragma: no cover - compiled
+    """``out[b]`` = AP of kept slots ``keep[b]`` of image ``images[b]``: ``image_ap``'s per-subset loop."""
+    T = match_thr.shape[0]
+    max_n = 1
+    max_g = 1
+    max_c = 1
     for b in range(images.shape[0]):
         i = images[b]
-        n = counts[i]
-        g0 = gt_offsets[i]
-        g1 = gt_offsets[i + 1]
-        status = _image_ap_kernel(boxes[i, :n], scores[b, :n], labels[i, :n], gt_boxes[g0:g1], gt_labels[g0:g1],
-                                  gt_crowd[g0:g1], keep[b:b + 1, :n], match_thr, rec_thr, area_hi, max_det, eps,
-                                  True, out[b:b + 1])
-        if status != 0:
-            return b + 1
+        max_n = max(max_n, index[i, 5])
+        max_g = max(max_g, index[i, 6])
+        max_c = max(max_c, index[i, 7])
+    cnt = np.zeros(max_c, dtype=np.int64)
+    basefp = np.zeros(max_c, dtype=np.int64)
+    tp = np.zeros(max_c, dtype=np.int64)
+    xfp = np.zeros(max_c, dtype=np.int64)
+    act = np.empty(max_n, dtype=np.int64)
+    actb = np.empty(max_n, dtype=np.int64)
+    gm = np.zeros(max_g, dtype=np.bool_)
+    prbuf = np.zeros((max_c, max_g + 2), dtype=np.float64)
+    for b in range(images.shape[0]):
+        i = images[b]
+        c0 = index[i, 0]
+        s0 = index[i, 1]
+        g0 = index[i, 2]
+        k0 = index[i, 3]
+        w0 = index[i, 4]
+        N = index[i, 5]
+        G = index[i, 6]
+        C = index[i, 7]
+        cv = index[i, 8]
+        walk_all = cv == 0
+        stride = G + 2
+        gig = gig_o[g0:g0 + G]
+        gcr = gcr_o[g0:g0 + G]
+        for c in range(C):
+            cnt[c] = 0
+            basefp[c] = 0
+        na = 0
+        for p in range(N):
+            if not keep[b, order[c0 + p]]:
+                continue
+            c = pcat[c0 + p]
+            if not walk_all and npig[k0 + c] == 0:
+                continue
+            cnt[c] += 1
+            if cnt[c] > max_det:
+                continue
+            if cstart[s0 + p + 1] > cstart[s0 + p]:
+                act[na] = p
+                actb[na] = basefp[c]
+                na += 1
+            elif not d_out[c0 + p]:
+                basefp[c] += 1
+        if walk_all:
+            fp = 0
+            for c in range(C):
+                fp += basefp[c]
+            if fp > 0:
+                out[b] = 0.0
+                continue
+        total = 0.0
+        clean = 0
+        for t in range(T):
+            thr = match_thr[t]
+            for q in range(G):
+                gm[q] = False
+            for c in range(C):
+                tp[c] = 0
+                xfp[c] = 0
+            for a in range(na):
+                p = act[a]
+                c = pcat[c0 + p]
+                m = match_detection(cstart[s0 + p], cstart[s0 + p + 1], cg, civ, gm, gcr, gig, thr)
+                if m == -1:
+                    if not d_out[c0 + p]:
+                        xfp[c] += 1
+                    continue
+                gm[m] = True
+                if gig[m]:
+                    continue
+                tp[c] += 1
+                n = tp[c]
+                prbuf[c, n] = n / (float(xfp[c] + actb[a] + n) + eps)
+            if walk_all:
+                fp = 0
+                for c in range(C):
+                    fp += xfp[c]
+                if fp == 0:
+                    clean += 1
+                continue
+            for c in range(C):
+                if npig[k0 + c] == 0:
+                    continue
+                run = 0.0
+                s = 0.0
+                for n in range(tp[c], 0, -1):
+                    if prbuf[c, n] > run:
+                        run = prbuf[c, n]
+                    s += wts[w0 + c * stride + n] * run
+                total += s
+        if walk_all:
+            out[b] = clean / T
+        else:
+            out[b] = total / (T * n_rec * cv)
     return 0
 
 
-def batch_image_ap(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, counts: np.ndarray,
-                   gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_crowd: np.ndarray, gt_offsets: np.ndarray,
-                   images: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Per-image AP (``image_ap``, ``no_gt="reward"``) of one kept set on each of B images.
+class PreparedAP:
+    """``image_ap`` (``no_gt="reward"``) of any kept subset of a split's fixed candidates, prepared per image.
 
     Args:
-        boxes: float64 ``[n, n_max, 4]`` padded candidates (xyxy pixels) of the split's n images.
-        scores: float64 ``[B, n_max]``: the scores each evaluation ranks by (the candidates' own, or new ones).
-        labels: int64 ``[n, n_max]``; ``counts``: int64 ``[n]`` real candidates per image.
-        gt_boxes, gt_labels, gt_crowd: the split's ground truth, concatenated; ``gt_offsets`` int64 ``[n + 1]``.
-        images: int64 ``[B]`` image indices; ``keep``: bool ``[B, n_max]`` kept slots (padding ignored).
-
-    Returns:
-        float64 ``[B]``.
+        boxes: float64 ``[n, n_max, 4]`` padded candidates (xyxy pixels; finite, x2 >= x1, y2 >= y1);
+        scores: float64 ``[n, n_max]``; labels: int64 ``[n, n_max]``; counts: int64 ``[n]`` real candidates;
+        gt_boxes, gt_labels, gt_crowd: the ground truth concatenated over images, ``gt_offsets`` ``[n + 1]``.
     """
-    out = np.empty(images.shape[0], dtype=np.float64)
-    if use_numba():
-        failed = _batch_kernel(boxes, scores, labels, counts, gt_boxes, gt_labels, gt_crowd, gt_offsets, images,
-                               keep, MATCH_THRESHOLDS, RECALL_THRESHOLDS, _AREA_HI, MAX_DETS[-1], EPS, out)
-        if failed == 0:
-            return out
-    for b, i in enumerate(images):  # no numba, or a bad input: image_ap names the problem
-        n, g0, g1 = counts[i], gt_offsets[i], gt_offsets[i + 1]
-        out[b] = image_ap(boxes[i, :n], scores[b, :n], labels[i, :n], gt_boxes[g0:g1], gt_labels[g0:g1],
-                          keep[b:b + 1, :n], gt_crowd[g0:g1])[0]
-    return out
+
+    def __init__(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, counts: np.ndarray,
+                 gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_crowd: np.ndarray, gt_offsets: np.ndarray) -> None:
+        prepare = _prepare if use_numba() else getattr(_prepare, "py_func", _prepare)
+        n_images = counts.shape[0]
+        index = np.zeros((n_images, 9), dtype=np.int64)
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("order", "pcat", "d_out", "cstart", "cg", "civ",
+                                                                "gig_o", "gcr_o", "npig", "wts")}
+        sizes = dict.fromkeys(parts, 0)
+        thr_min = float(MATCH_THRESHOLDS.min())
+        for i in range(n_images):
+            n, g0, g1 = int(counts[i]), int(gt_offsets[i]), int(gt_offsets[i + 1])
+            res = prepare(np.ascontiguousarray(boxes[i, :n]), np.ascontiguousarray(scores[i, :n]),
+                          np.ascontiguousarray(labels[i, :n]), np.ascontiguousarray(gt_boxes[g0:g1]),
+                          np.ascontiguousarray(gt_labels[g0:g1]), np.ascontiguousarray(gt_crowd[g0:g1]), thr_min,
+                          RECALL_THRESHOLDS, _AREA_HI)
+            order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, cv = res
+            index[i] = (sizes["order"], sizes["cstart"], sizes["gig_o"], sizes["npig"], sizes["wts"], n, g1 - g0,
+                        npig.shape[0], cv)
+            cstart = cstart + sizes["cg"]  # global positions in cg / civ
+            for key, arr in zip(parts, (order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts.ravel())):
+                parts[key].append(arr)
+                sizes[key] += arr.shape[0]
+        dtypes = {"order": np.int64, "pcat": np.int64, "d_out": np.bool_, "cstart": np.int64, "cg": np.int64,
+                  "civ": np.float64, "gig_o": np.bool_, "gcr_o": np.bool_, "npig": np.int64, "wts": np.float64}
+        #: Per image: offsets into order / cstart / GT flags / npig / wts, then N, G, C (categories), cv.
+        self.index = index
+        for key, arrs in parts.items():
+            setattr(self, key, np.concatenate(arrs).astype(dtypes[key]) if arrs else np.zeros(0, dtypes[key]))
+        # the backend is chosen once: DETGYM_NO_NUMBA set when the table is built selects the Python kernel
+        self._kernel = _subset_ap if use_numba() else getattr(_subset_ap, "py_func", _subset_ap)
+        self._args = (self.index, self.order, self.pcat, self.d_out, self.cstart, self.cg, self.civ, self.gig_o,
+                      self.gcr_o, self.npig, self.wts, MATCH_THRESHOLDS, int(RECALL_THRESHOLDS.shape[0]),
+                      int(MAX_DETS[-1]), float(EPS))
+
+    def __call__(self, images: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Per-image AP of kept slots ``keep`` (C-contiguous bool ``[B, n_max]``) of images ``images`` (int64
+        ``[B]``): float64 ``[B]``."""
+        out = np.empty(images.shape[0], dtype=np.float64)
+        self._kernel(images, keep, *self._args, out)
+        return out

@@ -16,7 +16,9 @@ from torchvision.ops import batched_nms
 
 from .candidates import SplitCandidates
 from .features import image_features, pad_split
-from .reward import batch_image_ap
+from detgym.metrics import image_ap
+
+from .reward import PreparedAP
 
 __all__ = ["ImageTable", "greedy_nms_keep"]
 
@@ -51,6 +53,7 @@ class ImageTable:
     nms_ap: np.ndarray  # float64 [n]
     category_ids: np.ndarray  # int64 [n, n_max]: COCO category id of each slot (0 in padding)
     label_to_category_id: dict[int, int] = field(default_factory=dict)
+    prepared: PreparedAP | None = field(default=None, repr=False)
     _coco: Any = field(default=None, repr=False)
     _coco_results: dict[int, list[dict]] = field(default_factory=dict, repr=False)
 
@@ -72,6 +75,8 @@ class ImageTable:
             features=features, nms_keep=nms_keep, nms_ap=np.zeros(len(counts)), category_ids=lut[labels],
             label_to_category_id=dict(label_to_category_id),
         )
+        table.prepared = PreparedAP(boxes, scores, labels, counts, table.gt_boxes, split.gt_labels, split.gt_crowd,
+                                    split.gt_offsets)
         table.nms_ap = table.ap(np.arange(len(counts)), nms_keep)
         return table
 
@@ -79,12 +84,19 @@ class ImageTable:
         return int(self.counts.shape[0])
 
     def ap(self, images: np.ndarray, keep: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-        """Per-image AP of kept slots ``keep`` (bool ``[B, n_max]``) of images ``images`` (``[B]``), ranked by the
-        candidates' scores or by ``scores`` (``[B, n_max]``)."""
+        """Per-image AP (:func:`detgym.metrics.image_ap`) of kept slots ``keep`` (bool ``[B, n_max]``) of images
+        ``images`` (``[B]``), ranked by the candidates' scores (prepared: one compiled call for the batch) or by new
+        ``scores`` (``[B, n_max]``: one ``image_ap`` call per image)."""
         images = np.asarray(images, dtype=np.int64)
-        ranked = self.scores[images] if scores is None else np.ascontiguousarray(scores, dtype=np.float64)
-        return batch_image_ap(self.boxes, ranked, self.labels, self.counts, self.gt_boxes, self.gt_labels,
-                              self.gt_crowd, self.gt_offsets, images, np.ascontiguousarray(keep, dtype=bool))
+        keep = np.ascontiguousarray(keep, dtype=bool)
+        if scores is None:
+            return self.prepared(images, keep)
+        out = np.empty(images.shape[0], dtype=np.float64)
+        for b, i in enumerate(images):
+            n, g0, g1 = self.counts[i], self.gt_offsets[i], self.gt_offsets[i + 1]
+            out[b] = image_ap(self.boxes[i, :n], scores[b, :n], self.labels[i, :n], self.gt_boxes[g0:g1],
+                              self.gt_labels[g0:g1], keep[b:b + 1, :n], self.gt_crowd[g0:g1])[0]
+        return out
 
     def ground_truth(self, i: int) -> dict[str, np.ndarray]:
         """Image ``i``'s ground truth: ``boxes`` float64 ``[G, 4]`` xyxy pixels, ``labels``, ``crowd``."""

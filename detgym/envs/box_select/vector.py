@@ -59,8 +59,8 @@ class DetBoxSelectVectorEnv(VectorEnv):
         super().reset(seed=seed)
         images = self._images_from_options(options)
         self._images = images if images is not None else self._draw()
-        self._obs = self.table.features[self._images]
-        return self._obs.copy(), self._image_info(self._images)
+        self._obs = self.table.features[self._images]  # a new array (fancy indexing): the caller may keep it
+        return self._obs, self._image_info(self._images)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
         if self._obs is None:
@@ -83,7 +83,7 @@ class DetBoxSelectVectorEnv(VectorEnv):
                       "ignored_slots": ignored, "_ignored_slots": done}
         info = {**self._image_info(self._images), "final_obs": final_obs, "_final_obs": done,
                 "final_info": final_info, "_final_info": done}
-        return self._obs.copy(), rewards, done, np.zeros(self.num_envs, dtype=bool), info
+        return self._obs, rewards, done, np.zeros(self.num_envs, dtype=bool), info
 
     def coco_gt(self) -> dict[str, Any]:
         """The split's COCO ground truth (see :meth:`DetBoxSelectEnv.coco_gt`)."""
