@@ -154,7 +154,7 @@ def _plan(args: argparse.Namespace, envs: Sequence[Any]) -> dict[str, dict[str, 
     """Per env id: its agents, baseline, training budget and evaluated episodes (the options, else the family's
     defaults)."""
     from benchmarks.harness.families import family_defaults
-    from benchmarks.harness.grid import baseline_for
+    from benchmarks.harness.grid import baseline_for, check_agents
 
     plan = {}
     for env in envs:
@@ -163,6 +163,7 @@ def _plan(args: argparse.Namespace, envs: Sequence[Any]) -> dict[str, dict[str, 
         if not agents:
             raise ValueError(f"--agents is required for {env.id} (its family has no default agents); agents that "
                              f"fit: {', '.join(env.agents)}")
+        check_agents(env, agents)
         if args.baseline is not None and args.baseline not in agents:
             raise ValueError(f"--baseline {args.baseline!r} is not among the agents of {env.id}; accepted: "
                              f"{', '.join(agents)}")

@@ -5,10 +5,11 @@ it arrives, so a comparison stopped at any point (Ctrl-C, SIGTERM, SIGKILL, a cr
 re-running the same command skips every run already recorded. A run that raises is reported and left out (it runs
 again next time); the others go on.
 
-Workers are started with the ``spawn`` context (a forked copy of a parent holding torch threads and open files is
-fragile), use one torch thread each (``RunSpec.threads``), ignore SIGINT (Ctrl-C reaches the whole process group;
-the parent alone decides and then terminates them), and exit by themselves if the parent dies (SIGKILL leaves no
-orphan running on).
+Workers are forks of a ``forkserver`` that imported torch, detgym and the agents once (``spawn`` where there is no
+forkserver; never a fork of this process, whose torch threads and open files a fork would copy), use one torch
+thread each (``RunSpec.threads``), ignore SIGINT (Ctrl-C reaches the whole process group; the parent alone decides
+and then terminates them), and exit by themselves the moment the comparison dies (they read EOF on a pipe whose
+only writer is the comparison: a SIGKILLed comparison leaves no orphan running on).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
+from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
 from benchmarks.harness.grid import RunSpec
@@ -79,16 +81,18 @@ def _run_inline(specs: Sequence[RunSpec], progress: _Progress) -> None:
 
 
 # -------------------------------------------------------------------------------------------- worker processes
-def _exit_with_parent(parent_pid: int) -> None:
-    while True:
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        time.sleep(0.5)
+def _exit_with_parent(lifeline: Connection) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: returns only by EOF, when the comparison's end closes
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
 
 
-def _init_worker(parent_pid: int, threads: int) -> None:
+def _init_worker(threads: int, lifeline: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # Not a watch on os.getppid(): a forkserver's workers keep the server alive, and it them.
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     import torch
 
     torch.set_num_threads(threads)
@@ -109,18 +113,36 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` with this module, SB3 and every env module preloaded: torch, detgym, the detectors and the
+    agents are imported once, in the server, and every worker is a fork of that clean, single-threaded process
+    (``spawn`` would import them once per worker)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from detgym.envs import ENV_IDS
+
+    env_modules = sorted({entry.split(":")[0] for entry, _, _ in ENV_IDS.values()})
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, "stable_baselines3", "sb3_contrib", *env_modules])
+    return ctx
+
+
 def _run_processes(specs: Sequence[RunSpec], progress: _Progress, workers: int) -> None:
-    threads = max(s.threads for s in specs)
-    pool = ProcessPoolExecutor(min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(os.getpid(), threads))
+    ctx = _context()
+    # the workers' lifeline: this process alone holds the write end, so they read EOF the moment it dies
+    lifeline, keep = ctx.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx, initializer=_init_worker,
+                               initargs=(max(s.threads for s in specs), lifeline))
     try:
         futures: dict[Future, RunSpec] = {pool.submit(run_one, spec): spec for spec in specs}
         for future in as_completed(futures):
             _collect(futures[future], future.result, progress)
-    except BaseException:
+    finally:
+        # every result is in (or none is wanted): idle workers are stopped rather than left to tear down torch,
+        # which takes seconds per process
         _stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
+        keep.close()
+        lifeline.close()
 
 
 def _collect(spec: RunSpec, result: Callable[[], dict[str, Any]], progress: _Progress) -> None:

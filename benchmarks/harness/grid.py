@@ -30,6 +30,7 @@ __all__ = [
     "RunSpec",
     "baseline_for",
     "build_grid",
+    "check_agents",
     "check_same_configuration",
     "derive_seeds",
     "resolve_env",
@@ -156,6 +157,18 @@ class RunSpec:
                 "train_budget": self.train_budget, "eval_episodes": len(self.eval_seeds), "key": self.agent_key}
 
 
+def check_agents(env: ResolvedEnv, agents: Sequence[str]) -> None:
+    """Raise ValueError for an unknown agent name (listing the known ones) or one that does not fit ``env``
+    (listing those that do)."""
+    from agents.registry import AGENTS
+
+    for name in agents:
+        if name not in AGENTS:
+            raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}")
+        if name not in env.agents:
+            raise ValueError(f"agent {name!r} does not fit {env.id}; agents that fit: {', '.join(env.agents)}")
+
+
 def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int) -> str:
     # a non-learning agent's runs do not depend on the training budget: its budget is None in the key
     return _hash({"protocol": PROTOCOL, "agent": agent, "kwargs": dict(kwargs), "eval_episodes": eval_episodes,
@@ -185,11 +198,7 @@ def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]],
     from agents.registry import AGENTS
 
     for env in envs:
-        for name in agents[env.id]:
-            if name not in AGENTS:
-                raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}")
-            if name not in env.agents:
-                raise ValueError(f"agent {name!r} does not fit {env.id}; agents that fit: {', '.join(env.agents)}")
+        check_agents(env, agents[env.id])
     specs = []
     for seed in seeds:
         for env in envs:

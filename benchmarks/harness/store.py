@@ -84,6 +84,7 @@ class RunFile:
         self.path = self.directory / RUNS_FILE
         self._fd: int | None = None
         self._lock: int | None = None
+        self._line_ended = False
 
     def __enter__(self) -> "RunFile":
         self._lock = os.open(self.directory / ".runs.lock", os.O_WRONLY | os.O_CREAT, 0o644)
@@ -94,8 +95,7 @@ class RunFile:
             self._lock = None
             raise ValueError(f"another detgym compare is writing {self.path}: wait for it, or use another --out")
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if os.fstat(self._fd).st_size and not self._ends_with_newline():
-            self._write(b"\n")
+        self._line_ended = False
         return self
 
     def _ends_with_newline(self) -> bool:
@@ -111,7 +111,12 @@ class RunFile:
         os.fsync(self._fd)
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record as one line (one write, then fsync)."""
+        """Append one record as one line (one write, then fsync); the first append ends a damaged last line."""
+        if not self._line_ended:
+            # checked here, not on opening, so that read_runs() still sees (and reports) the truncated line
+            if os.fstat(self._fd).st_size and not self._ends_with_newline():
+                self._write(b"\n")
+            self._line_ended = True
         self._write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,0 +1,171 @@
+"""detgym compare / detgym replay on DetLossWeight-Test-v0 with tiny budgets: records, resume, replay, outputs and
+every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks import compare
+from benchmarks.harness.store import read_runs
+from detgym import cli
+
+ENV = "DetLossWeight-Test-v0"
+ENV_KWARGS = '{"iterations": 8}'  # 4 intervals of 2 iterations: 3 steps per episode
+PPO_KWARGS = '{"ppo": {"n_steps": 8, "batch_size": 8}}'
+SEEDS = 2
+
+
+def _argv(out: Path, *extra: str, agents: str = "uniform,rlo,ppo") -> list[str]:
+    return ["--env", ENV, "--env-kwargs", ENV_KWARGS, "--agents", agents, "--seeds", str(SEEDS),
+            "--train-budget", "12", "--agent-kwargs", PPO_KWARGS, "--out", str(out), "--no-progress",
+            "--resamples", "200", *extra]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DETGYM_CACHE", str(tmp_path_factory.mktemp("compare-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def done(cache, tmp_path_factory):
+    """A finished comparison: uniform, RLO and a briefly trained PPO, 2 seeds, in this process."""
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    assert compare.main(_argv(out)) == 0
+    return out
+
+
+def _records(out: Path) -> list[dict]:
+    read = read_runs(out / "runs.jsonl")
+    assert not read.problems
+    return list(read.records.values())
+
+
+def test_every_run_is_recorded_with_its_config_seeds_actions_and_metrics(done):
+    records = _records(done)
+    assert len(records) == 3 * SEEDS
+    for r in records:
+        assert r["env"]["id"] == ENV and r["env"]["config"]["iterations"] == 8
+        assert r["key"] == f"{ENV}/{r['env']['key']}/{r['agent']['name']}/{r['agent']['key']}/seed{r['seeds']['run']}"
+        ep = r["episodes"][0]
+        assert ep["seed"] == r["seeds"]["eval"][0] != r["seeds"]["train"]
+        assert len(ep["actions"]) == len(ep["rewards"]) == 3 and ep["truncated"]
+        assert set(ep["final_metrics"]) >= {"AP", "AP50"} and r["AP"] == ep["final_metrics"]["AP"]
+        assert r["return"] == pytest.approx(sum(ep["rewards"]))
+        assert r["versions"]["torch"] and r["versions"]["gymnasium"] and r["versions"]["stable-baselines3"]
+        assert r["torch_threads"] == 1 and r["wall_s"] > 0
+    by = {(r["agent"]["name"], r["seeds"]["run"]): r for r in records}
+    for seed in range(SEEDS):  # paired: every agent meets the same evaluation episode of a seed
+        assert len({by[a, seed]["seeds"]["eval"][0] for a in ("uniform", "rlo", "ppo")}) == 1
+    assert by["uniform", 0]["seeds"]["eval"] != by["uniform", 1]["seeds"]["eval"]
+    assert all(a == 3 for a in by["uniform", 0]["episodes"][0]["actions"])
+    # RLO's probabilities at each decision, PPO's training episodes (learning curve, actions while training)
+    probs = by["rlo", 0]["episodes"][0]["probs"]
+    assert len(probs) == 3 and all(sum(p) == pytest.approx(1.0) for p in probs)
+    train = by["ppo", 0]["train"]
+    assert train["timesteps"] >= 12 and len(train["episodes"]) >= 3
+    assert all(e["length"] == 3 and len(e["actions"]) == 3 for e in train["episodes"])
+    assert by["uniform", 0]["train"] is None and by["ppo", 0]["agent"]["train_budget"] == 12
+
+
+def test_outputs_table_csv_json_plots_and_tensorboard(done):
+    table = (done / "table.md").read_text()
+    assert "| DetLossWeight-Test-v0 | uniform (baseline) | 2 | AP |" in table and "| ppo | 2 |" in table
+    summary = json.loads((done / "summary.json").read_text())
+    rows = {r["agent"]: r for r in summary["rows"]}
+    assert rows["rlo"]["AP_pairs"] == SEEDS and 0 <= rows["rlo"]["AP_poi"] <= 1 and "AP_diff" not in rows["uniform"]
+    assert summary["settings"]["plan"][ENV]["baseline"] == "uniform"
+    assert (done / "summary.csv").read_text().startswith("env,agent,baseline,runs")
+    for name in ("scores.png", "learning_curves.png", "action_frequencies.png"):
+        assert (done / name).stat().st_size > 5000, name
+    tb = done / "tb" / ENV
+    assert any(p.name.startswith("events.out.tfevents") for p in tb.rglob("*"))
+    assert any(p.parent.name.startswith("PPO") for p in tb.rglob("events.out.tfevents*"))  # SB3's own logs
+
+
+def test_rerun_repeats_nothing(done, capsys):
+    before = (done / "runs.jsonl").read_bytes()
+    assert compare.main(_argv(done)) == 0
+    assert (done / "runs.jsonl").read_bytes() == before
+    assert f"{3 * SEEDS} already in" in capsys.readouterr().out
+
+
+def test_replay_reproduces_every_run_exactly(done, capsys):
+    assert cli.main(["replay", str(done / "runs.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reproduced  ") == 3 * SEEDS and f"{3 * SEEDS} of {3 * SEEDS} run(s) reproduced exactly" in out
+
+
+def test_replay_reports_a_changed_reward(done, tmp_path, capsys):
+    records = _records(done)
+    target = next(r for r in records if r["agent"]["name"] == "ppo")
+    target["episodes"][0]["rewards"][1] += 2.0
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli.main(["replay", str(path), "--run", target["key"]]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "episode 0" in out and "step 1: reward" in out and "0 of 1 run(s)" in out
+    with pytest.raises(ValueError, match="matches no run"):
+        compare.run_replay(compare.argparse.Namespace(runs=str(path), run="nope"))
+
+
+def test_a_truncated_last_line_is_reported_skipped_and_its_run_redone(done, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    shutil.copytree(done, out, ignore=shutil.ignore_patterns("tb"))
+    lines = (out / "runs.jsonl").read_bytes().splitlines(keepends=True)
+    lost = json.loads(lines[-1])["key"]
+    (out / "runs.jsonl").write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
+    assert compare.main(_argv(out)) == 0
+    captured = capsys.readouterr()
+    assert f"runs.jsonl:{len(lines)}: damaged line (truncated mid-write" in captured.err
+    assert "1 to run" in captured.out
+    read = read_runs(out / "runs.jsonl")
+    assert len(read.records) == 3 * SEEDS and lost in read.records  # redone, appended after the fragment
+    assert len(read.problems) == 1 and "not a run record" in read.problems[0]  # the fragment stays on its own line
+
+
+def _error(argv: list[str], capsys) -> str:
+    code = compare.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_input_is_one_line_before_any_run(done, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert "unknown env 'DetNope-v0'; accepted: DetLossWeight-v0" in _error(
+        ["--env", "DetNope-v0", "--agents", "uniform", "--out", str(out)], capsys)
+    assert "unknown agent 'sac'; accepted: uniform" in _error(_argv(out, agents="uniform,sac"), capsys)
+    assert "agent 'dqn' does not fit DetLossWeightContinuous-Test-v0; agents that fit: random, ppo" in _error(
+        ["--env", "DetLossWeightContinuous-Test-v0", "--agents", "dqn", "--out", str(out)], capsys)
+    assert not out.exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert f"--out {blocker / 'sub'} is not a writable directory" in _error(_argv(blocker / "sub"), capsys)
+    # the same key prefix (env id, agent, seed) with another configuration is refused, not reused
+    assert "holds runs of DetLossWeight-Test-v0 with another env configuration" in _error(
+        [*_argv(done)[:2], "--env-kwargs", '{"iterations": 6}', *_argv(done)[4:]], capsys)
+    assert "holds runs of ppo on DetLossWeight-Test-v0 with another agent configuration" in _error(
+        [*_argv(done), "--train-budget", "13"], capsys)
+    for option, value, message in (("--train-budget", "0", "--train-budget must be >= 1, got 0"),
+                                   ("--seeds", "-1", "--seeds must be >= 1, got -1"),
+                                   ("--env-kwargs", "{", "--env-kwargs is not valid JSON")):
+        with pytest.raises(SystemExit) as exc:
+            compare.main([*_argv(out), option, value])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_list_and_the_cli_verbs(cache, capsys):
+    assert cli.main(["compare", "--list", "--env", "DetLossWeight-Test-v0,DetLossWeightContinuous-Test-v0"]) == 0
+    out = capsys.readouterr().out
+    assert "DetLossWeight-Test-v0: uniform, avw, rlo, a0, a1, a2, a3," in out and "ppo*" in out
+    assert "DetLossWeightContinuous-Test-v0: random, ppo*, a2c*, recurrent_ppo*" in out
+    assert cli.main(["replay", os.devnull + "-missing"]) == 2
+    assert "does not exist" in capsys.readouterr().err
