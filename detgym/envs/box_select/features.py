@@ -22,7 +22,6 @@ loads its cache (vectorised over images), so a step only copies rows.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 __all__ = ["OVERLAP_IOU", "feature_layout", "image_features", "n_features", "pad_split"]
 
@@ -68,14 +67,16 @@ def pad_split(offsets: np.ndarray, n_max: int, *arrays: np.ndarray) -> tuple[np.
     return (counts, *out)
 
 
-def _pairwise_iou(boxes: torch.Tensor) -> torch.Tensor:
-    """IoU of every pair of boxes within each image: ``[B, N, 4]`` -> ``[B, N, N]`` (0 for empty unions)."""
-    area = (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
-    lt = torch.maximum(boxes[:, :, None, :2], boxes[:, None, :, :2])
-    rb = torch.minimum(boxes[:, :, None, 2:], boxes[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
+def _pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """IoU of every pair of boxes within each image: ``[B, N, 4]`` -> float32 ``[B, N, N]`` (0 for empty unions)."""
+    b = boxes.astype(np.float32)
+    x1, y1, x2, y2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    area = (x2 - x1) * (y2 - y1)
+    iw = np.minimum(x2[:, :, None], x2[:, None, :]) - np.maximum(x1[:, :, None], x1[:, None, :])
+    ih = np.minimum(y2[:, :, None], y2[:, None, :]) - np.maximum(y1[:, :, None], y1[:, None, :])
+    inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
     union = area[:, :, None] + area[:, None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def image_features(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, counts: np.ndarray,
@@ -104,12 +105,15 @@ def _chunk_features(boxes, scores, labels, counts, image_hw, num_classes, layout
     onehot[rows, slots, labels[rows, slots] - 1] = 1.0
     feats[..., layout["class"]] = onehot
 
-    iou = _pairwise_iou(torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float64))).numpy()
-    same = (labels[:, :, None] == labels[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    # only the first k slots of this chunk hold candidates: the pairwise part needs no more
+    k = max(int(counts.max(initial=0)), 1)
+    iou = _pairwise_iou(boxes[:, :k])
+    labels_k, valid_k = labels[:, :k], valid[:, :k]
+    same = (labels_k[:, :, None] == labels_k[:, None, :]) & valid_k[:, :, None] & valid_k[:, None, :]
     np.einsum("bii->bi", same)[...] = False  # a box is not its own neighbour
-    higher = np.tril(np.ones((n_max, n_max), dtype=bool), k=-1)[None]  # slot j < i scores at least as high
+    higher = np.tril(np.ones((k, k), dtype=bool), k=-1)[None]  # slot j < i scores at least as high
     same_higher = same & higher
-    feats[..., layout["max_iou_higher"]] = np.where(same_higher, iou, 0.0).max(axis=2, initial=0.0)[..., None]
-    feats[..., layout["rank_in_class"]] = (same_higher.sum(axis=2) / n_max)[..., None]
-    feats[..., layout["overlaps"]] = ((same & (iou >= OVERLAP_IOU)).sum(axis=2) / n_max)[..., None]
+    feats[:, :k, layout["max_iou_higher"]] = np.where(same_higher, iou, 0.0).max(axis=2, initial=0.0)[..., None]
+    feats[:, :k, layout["rank_in_class"]] = (same_higher.sum(axis=2) / n_max)[..., None]
+    feats[:, :k, layout["overlaps"]] = ((same & (iou >= OVERLAP_IOU)).sum(axis=2) / n_max)[..., None]
     return feats
