@@ -61,7 +61,7 @@ class BoxSelectEnvBase(DetectorEnv):
     its observation, ``info`` and the AP reward are here.
     """
 
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     family = "box_select"
     presets = PRESETS
