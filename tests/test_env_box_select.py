@@ -19,7 +19,7 @@ from gymnasium.utils.env_checker import check_env
 import detgym  # noqa: F401  registers the ids
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import (
-    CacheError, SplitCandidates, cache_paths, load_candidates, load_detector,
+    CacheError, SplitCandidates, cache_paths, load_candidates, load_detector, split_features,
 )
 from detgym.envs.box_select.env import DetBoxRescoreEnv, DetBoxSelectEnv, DetBoxSelectSeqEnv
 from detgym.envs.box_select.features import feature_layout
@@ -247,7 +247,7 @@ def test_bad_constructor_arguments(kw):
 
 def _synthetic_table(num_classes: int, n_max: int) -> ImageTable:
     """Image 0: no candidates, one GT; image 1: two candidates, no GT; image 2: one perfect candidate."""
-    split = SplitCandidates.from_arrays({
+    arrays = {
         "image_ids": np.array([7, 8, 9]), "image_hw": np.full((3, 2), 48),
         "cand_offsets": np.array([0, 0, 2, 3]),
         "boxes": np.array([[1, 1, 10, 10], [2, 2, 11, 11], [5, 5, 20, 20]], dtype=np.float32),
@@ -255,7 +255,9 @@ def _synthetic_table(num_classes: int, n_max: int) -> ImageTable:
         "gt_offsets": np.array([0, 1, 1, 2]),
         "gt_boxes": np.array([[3, 3, 12, 12], [5, 5, 20, 20]], dtype=np.float32), "gt_labels": np.array([1, 2]),
         "gt_crowd": np.zeros(2, dtype=bool),
-    })
+    }
+    arrays["features"] = split_features(arrays, n_max, num_classes)
+    split = SplitCandidates.from_arrays(arrays)
     return ImageTable.build(split, n_max, num_classes, 0.5, {k: k for k in range(1, num_classes + 1)})
 
 

@@ -11,8 +11,9 @@ run NMS on, highest score first) are computed once for every image of every spli
   offsets) and ``manifest.json``.
 
 The keys hash the resolved fields that change the result (:func:`~detgym.envs.box_select.presets.detector_fields`,
-the digits generator version and :data:`FORMAT_VERSION`), so a changed preset never reads stale arrays, and the
-candidates of several ``n_max`` share one detector. Everything is plain arrays (``np.load(allow_pickle=False)``:
+the digits generator version and :data:`FORMAT_VERSIONS`), so a changed preset never reads stale arrays, and the
+candidates of several ``n_max`` share one detector. A split's file also holds the observation features of its
+candidates (:mod:`~detgym.envs.box_select.features`), so a later ``make`` only reads them. Everything is plain arrays (``np.load(allow_pickle=False)``:
 a shared cache cannot run code) written atomically (a temporary directory renamed into place). A reader checks
 the manifest (format, key, SHA-256 of every file) and the arrays' shapes before using anything; a cache that fails
 a check is moved aside and rebuilt, never half-read. Builds of the same key in several processes (a vector env's
@@ -41,7 +42,7 @@ from detgym.data.io import atomic_directory, cache_root
 from .presets import SPLITS, BoxSelectPreset, detector_fields
 
 __all__ = [
-    "FORMAT_VERSION",
+    "FORMAT_VERSIONS",
     "CacheError",
     "SplitCandidates",
     "cache_paths",
@@ -49,14 +50,16 @@ __all__ = [
     "detector_key",
     "load_candidates",
     "load_detector",
+    "split_features",
 ]
 
-#: Version of the on-disk layout; bumping it invalidates every existing cache entry.
-FORMAT_VERSION = 1
+#: Version of each kind of entry's layout; bumping one invalidates the existing entries of that kind.
+FORMAT_VERSIONS = {"detector": 1, "candidates": 2}
 _SPLIT_ARRAYS = {
     "image_ids": (np.int64, 1), "image_hw": (np.int64, 2), "cand_offsets": (np.int64, 1),
     "boxes": (np.float32, 2), "scores": (np.float32, 1), "labels": (np.int64, 1),
     "gt_offsets": (np.int64, 1), "gt_boxes": (np.float32, 2), "gt_labels": (np.int64, 1), "gt_crowd": (np.bool_, 1),
+    "features": (np.float32, 3),
 }
 
 
@@ -83,6 +86,7 @@ class SplitCandidates:
     gt_boxes: np.ndarray  # float32 [G, 4]
     gt_labels: np.ndarray  # int64 [G]
     gt_crowd: np.ndarray  # bool [G]
+    features: np.ndarray  # float32 [n, n_max, 9 + num_classes]: the observation rows of every image
 
     def __len__(self) -> int:
         return int(self.image_ids.shape[0])
@@ -118,6 +122,8 @@ class SplitCandidates:
             raise CacheError("ground-truth arrays disagree in length")
         if self.image_hw.shape != (n, 2):
             raise CacheError("image_hw must be [n, 2]")
+        if self.features.shape[0] != n or (n and np.diff(self.cand_offsets).max() > self.features.shape[1]):
+            raise CacheError("features must hold one row per candidate slot of every image")
         if not (np.isfinite(self.boxes).all() and np.isfinite(self.scores).all() and np.isfinite(self.gt_boxes).all()):
             raise CacheError("non-finite boxes or scores")
 
@@ -138,13 +144,13 @@ def _generator_version(config: BoxSelectPreset) -> int | None:
 
 def detector_key(config: BoxSelectPreset) -> str:
     """16 hex digits naming the trained detector of ``config`` (equal configs share it, whatever the preset name)."""
-    return _hash({"format": FORMAT_VERSION, "kind": "detector", "generator": _generator_version(config),
+    return _hash({"format": FORMAT_VERSIONS["detector"], "kind": "detector", "generator": _generator_version(config),
                   **detector_fields(config)})
 
 
 def candidates_key(config: BoxSelectPreset) -> str:
     """16 hex digits naming the candidates of ``config``'s detector cut to ``n_max`` per image."""
-    return _hash({"format": FORMAT_VERSION, "kind": "candidates", "detector": detector_key(config),
+    return _hash({"format": FORMAT_VERSIONS["candidates"], "kind": "candidates", "detector": detector_key(config),
                   "n_max": int(config.n_max)})
 
 
@@ -179,7 +185,7 @@ def _read_entry(directory: Path, kind: str, key: str) -> tuple[dict[str, Any], d
         raise CacheError(f"{directory} has no manifest.json") from None
     except (OSError, ValueError) as exc:
         raise CacheError(f"{directory}/manifest.json is unreadable: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION or manifest.get("kind") != kind \
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSIONS[kind] or manifest.get("kind") != kind \
             or manifest.get("key") != key or not isinstance(manifest.get("files"), dict):
         raise CacheError(f"{directory}/manifest.json does not describe this {kind} (stale or foreign)")
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -240,7 +246,7 @@ def _load_or_build(directory: Path, kind: str, key: str, build: Any) -> tuple[di
 def _manifest(kind: str, key: str, config: BoxSelectPreset, files: dict[str, str], **extra: Any) -> dict[str, Any]:
     import detgym
 
-    return {"format": FORMAT_VERSION, "kind": kind, "key": key, "detgym": detgym.__version__,
+    return {"format": FORMAT_VERSIONS[kind], "kind": kind, "key": key, "detgym": detgym.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fields": detector_fields(config), **extra,
             "files": files}
 
@@ -298,8 +304,20 @@ def _available_splits(substrate: Any) -> dict[str, Any]:
     return out
 
 
+def split_features(arrays: Mapping[str, np.ndarray], n_max: int, num_classes: int) -> np.ndarray:
+    """The observation features (:func:`~detgym.envs.box_select.features.image_features`) of a split's candidates,
+    padded to ``n_max`` slots: float32 ``[n, n_max, 9 + num_classes]``."""
+    from .features import image_features, pad_split
+
+    counts, boxes, scores, labels = pad_split(arrays["cand_offsets"], n_max, arrays["boxes"], arrays["scores"],
+                                              arrays["labels"])
+    return image_features(boxes.astype(np.float64), scores.astype(np.float64), labels, counts, arrays["image_hw"],
+                          num_classes)
+
+
 def _split_arrays(model: Any, dataset: Any, n_max: int, batch_size: int) -> dict[str, np.ndarray]:
-    """Candidates (``model.candidates(..., max_candidates=n_max)``) and ground truth of every image of ``dataset``."""
+    """Candidates (``model.candidates(..., max_candidates=n_max)``), ground truth and observation features of every
+    image of ``dataset``."""
     import torch
 
     device = next(model.parameters()).device
@@ -319,7 +337,7 @@ def _split_arrays(model: Any, dataset: Any, n_max: int, batch_size: int) -> dict
             gt_labels.append(group["labels"].numpy().astype(np.int64))
             gt_crowd.append(np.full(len(gt_labels[-1]), crowd))
         gt_counts.append(len(target["labels"]) + len(ignored["labels"]))
-    return {
+    arrays = {
         "image_ids": np.asarray(dataset.image_ids, dtype=np.int64),
         "image_hw": np.asarray([img.shape[-2:] for img in dataset.images], dtype=np.int64).reshape(-1, 2),
         "cand_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -331,6 +349,8 @@ def _split_arrays(model: Any, dataset: Any, n_max: int, batch_size: int) -> dict
         "gt_labels": np.concatenate(gt_labels).astype(np.int64),
         "gt_crowd": np.concatenate(gt_crowd).astype(np.bool_),
     }
+    arrays["features"] = split_features(arrays, n_max, int(dataset.num_classes))
+    return arrays
 
 
 def load_candidates(config: BoxSelectPreset, substrate: Any, *, cache_dir: str | os.PathLike | None = None,

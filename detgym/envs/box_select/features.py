@@ -15,8 +15,8 @@ column                feature                                                   
 ====================  ===============================================================================  ========
 
 ``max_iou_higher`` is what greedy NMS thresholds on when no suppressed box sits in between; ``rank_in_class``
-and ``overlaps`` say how crowded the box's neighbourhood is. All features are computed once per image when the env
-loads its cache (vectorised over images), so a step only copies rows.
+and ``overlaps`` say how crowded the box's neighbourhood is. All features are computed once, vectorised over images,
+when the candidate cache is built, and stored with the candidates, so a step only copies rows.
 """
 
 from __future__ import annotations

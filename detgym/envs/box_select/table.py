@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from .candidates import SplitCandidates
-from .features import image_features, pad_split
+from .candidates import CacheError, SplitCandidates
+from .features import n_features, pad_split
 from detgym.metrics import image_ap
 
 from .reward import PreparedAP
@@ -62,7 +62,9 @@ class ImageTable:
               label_to_category_id: dict[int, int]) -> "ImageTable":
         counts, boxes, scores, labels = pad_split(split.cand_offsets, n_max, split.boxes, split.scores, split.labels)
         boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
-        features = image_features(boxes, scores, labels, counts, split.image_hw, num_classes)
+        features = split.features
+        if features.shape[1:] != (n_max, n_features(num_classes)):
+            raise CacheError(f"cached features have shape {features.shape[1:]}, expected {(n_max, n_features(num_classes))}")
         nms_keep = np.zeros(scores.shape, dtype=bool)
         for i, n in enumerate(counts):
             nms_keep[i, :n] = greedy_nms_keep(boxes[i, :n], scores[i, :n], labels[i, :n], nms_iou)
