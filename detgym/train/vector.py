@@ -12,7 +12,9 @@ members run their whole training pass each.
 Why the members' convolutions are not fused into one grouped convolution (or ``torch.func.vmap``, which lowers to
 the same grouped kernel): on the CPU, oneDNN's grouped convolutions of these shapes measured 0.5-1.2x the speed of
 the same convolutions run model by model (``benchmarks/profile_step.py`` and the closing note of issue 13), and
-convolutions are 85% of a tiny detector's iteration there, so fusing would cost time and exactness.
+convolutions are 85% of a tiny detector's iteration there, so fusing would cost time and exactness. On a GPU
+the opposite holds (a tiny detector leaves it idle between kernel launches): ``batching="vmap"`` (the default on
+CUDA) runs all members' backbones and heads as one ``torch.func.vmap`` (:mod:`detgym.train.stacked`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch import nn
 from .config import TrainConfig
 from .trainer import MinibatchOrder, NonFiniteLossError, StepResult, Trainer, resolve_device
 
-__all__ = ["VectorStep", "VectorTrainer", "available_memory", "member_memory_bytes"]
+__all__ = ["BATCHINGS", "VectorStep", "VectorTrainer", "available_memory", "member_memory_bytes", "resolve_batching"]
 
 
 @dataclass(frozen=True)
@@ -50,17 +52,27 @@ class VectorTrainer:
         val_set: the dataset :meth:`evaluate` uses by default.
         config: the :class:`TrainConfig` of every member; ``config.seed`` seeds the shared minibatch sequence and
             every member's own random state exactly as it seeds a single :class:`Trainer`.
+        batching: ``"loop"`` (members one after the other: exact, the CPU's choice), ``"vmap"`` (one forward and
+            backward for all members, :mod:`detgym.train.stacked`: dense detectors, the GPU's choice) or
+            ``"auto"`` (vmap for dense detectors on CUDA, else loop).
     """
 
     def __init__(
-        self, models: Sequence[nn.Module], train_set: Any, val_set: Any | None = None, config: TrainConfig | None = None
+        self,
+        models: Sequence[nn.Module],
+        train_set: Any,
+        val_set: Any | None = None,
+        config: TrainConfig | None = None,
+        batching: str = "auto",
     ) -> None:
         if len(models) < 1:
             raise ValueError("models must hold at least one detector")
         self.config = config or TrainConfig()
         self.device = resolve_device(self.config.device)
         self.train_set, self.val_set = train_set, val_set
+        self.batching = resolve_batching(batching, self.device, all(hasattr(m, "prepare_batch") for m in models))
         self.members: list[Trainer] = []
+        self._stacked: Any = None
         self.restart(models, self.config.seed)
 
     @property
@@ -77,12 +89,18 @@ class VectorTrainer:
         self.order = MinibatchOrder(len(self.train_set), self.config.batch_size, self.config.seed)
         self._shared = all(hasattr(m.model, "prepare_batch") for m in self.members)
         self._rng_state = torch.Generator().manual_seed(self.config.seed + 1).get_state()
+        if self.batching == "vmap":
+            from .stacked import StackedMembers
+
+            self._stacked = StackedMembers(self.members, self.config)
 
     def replace_member(self, index: int, model: nn.Module) -> Trainer:
         """Member ``index`` starts over on ``model`` (new optimizer, schedule at iteration 0, random state from the
         sequence's seed) and joins the shared minibatch sequence where it is."""
         self.members[index].close()
         self.members[index] = self._member(model)
+        if self._stacked is not None:
+            self._stacked.replace(index, self.members[index])
         return self.members[index]
 
     def step(self, level_weights: Any, active: Any = None) -> VectorStep:
@@ -105,6 +123,11 @@ class VectorTrainer:
         if on.shape != (n,):
             raise ValueError(f"active must have shape ({n},) (one flag per member), got {on.shape}")
         images, targets = self.train_set.batch(self.order.next(), device=self.device)
+        if self._stacked is not None:
+            batch = self._shared_batch(images, targets, on)
+            if batch is None:
+                return VectorStep([None] * n, [None] * n)
+            return VectorStep(*self._stacked.step(batch, weights, on))
         losses = self._shared_losses(images, targets, on)
         results: list[StepResult | None] = [None] * n
         errors: list[NonFiniteLossError | None] = [None] * n
@@ -129,8 +152,15 @@ class VectorTrainer:
 
     def _shared_losses(self, images: list, targets: list, on: np.ndarray) -> list[Any]:
         """Per member the loss function on the batch that the dense members share (``None``: its own pass)."""
-        if not self._shared or not on.any():
+        batch = self._shared_batch(images, targets, on) if self._shared else None
+        if batch is None:
             return [None] * self.num_members
+        return [partial(m.model.batch_level_losses, batch) for m in self.members]
+
+    def _shared_batch(self, images: list, targets: list, on: np.ndarray) -> Any:
+        """The transformed batch the dense members share (``None`` when no member trains)."""
+        if not on.any():
+            return None
         from detgym.models._utils import check_targets
 
         first = self.members[int(np.flatnonzero(on)[0])].model.train()
@@ -141,7 +171,27 @@ class VectorTrainer:
             torch.set_rng_state(self._rng_state)
             batch = first.prepare_batch(images, targets)
             self._rng_state = torch.get_rng_state()
-        return [partial(m.model.batch_level_losses, batch) for m in self.members]
+        return batch
+
+
+BATCHINGS = ("auto", "loop", "vmap")
+
+
+def resolve_batching(batching: str, device: torch.device, dense: bool) -> str:
+    """``"loop"`` or ``"vmap"``: ``"auto"`` picks vmap for dense detectors on CUDA, the loop everywhere else.
+
+    Raises:
+        ValueError: an unknown name, or ``"vmap"`` for a detector whose matching depends on its weights (Faster
+            R-CNN: proposals).
+    """
+    from detgym._validation import check_choice
+
+    check_choice("batching", batching, BATCHINGS)
+    if batching == "auto":
+        return "vmap" if dense and device.type == "cuda" else "loop"
+    if batching == "vmap" and not dense:
+        raise ValueError("batching='vmap' needs a dense detector (RetinaNet, FCOS); Faster R-CNN runs batching='loop'")
+    return batching
 
 
 # ------------------------------------------------------------------------------------------------- memory

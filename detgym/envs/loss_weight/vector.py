@@ -34,7 +34,7 @@ from gymnasium.vector.utils import batch_space
 
 from detgym.train import NonFiniteLossError
 from detgym.train.trainer import resolve_device
-from detgym.train.vector import VectorTrainer, available_memory, member_memory_bytes
+from detgym.train.vector import VectorTrainer, available_memory, member_memory_bytes, resolve_batching
 
 from .env import DetLossWeightContinuousEnv, DetLossWeightEnv, check_seed
 
@@ -55,6 +55,9 @@ class DetLossWeightVectorEnv(VectorEnv):
     Args:
         num_envs: number of sub-envs (detectors trained together), >= 1.
         preset: one preset name for every sub-env (they train in lockstep on one recipe and schedule).
+        batching: how the members train (:class:`detgym.train.VectorTrainer`): ``"loop"`` (exact: each sub-env
+            is a single env bit for bit; the CPU's choice), ``"vmap"`` (one forward / backward for all, float
+            tolerance; dense detectors; the GPU's choice) or ``"auto"``.
         **kwargs: :class:`~detgym.envs.loss_weight.env.DetLossWeightEnv` arguments (preset fields, ``train_set``,
             ``val_set``, ``nan_penalty``, ``log_dir``: sub-env ``i`` logs to ``log_dir/env{i}``).
 
@@ -66,7 +69,7 @@ class DetLossWeightVectorEnv(VectorEnv):
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     single_env_class: type[DetLossWeightEnv] = DetLossWeightEnv
 
-    def __init__(self, num_envs: int = 1, preset: str = "default", **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, preset: str = "default", *, batching: str = "auto", **kwargs: Any) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if not isinstance(preset, str):
@@ -78,6 +81,9 @@ class DetLossWeightVectorEnv(VectorEnv):
         log_dir = kwargs.pop("log_dir", None)
         self.num_envs = int(num_envs)
         first = self.single_env_class(preset, log_dir=_sub_dir(log_dir, 0), **kwargs)
+        device = resolve_device(first.substrate.train_config.device)
+        #: ``"loop"`` or ``"vmap"`` (see :class:`detgym.train.VectorTrainer`).
+        self.batching = resolve_batching(batching, device, first.substrate.recipe.family != "fasterrcnn")
         #: Bytes one sub-env's detector needs (parameters, gradients, optimizer state); see :meth:`_check_memory`.
         self.memory_estimate = self._check_memory(first)
         kwargs.update(train_set=first.train_set, val_set=first.val_set)  # one copy of the data for every sub-env
@@ -111,7 +117,7 @@ class DetLossWeightVectorEnv(VectorEnv):
         models = [self.envs[0].substrate.build_model(model_seed) for model_seed, _ in drawn]
         config = self.envs[0].substrate.train_config.replace(seed=train_seed, iterations=self.envs[0].total_iterations)
         if self.trainer is None:
-            self.trainer = VectorTrainer(models, self.envs[0].train_set, self.envs[0].val_set, config)
+            self.trainer = VectorTrainer(models, self.envs[0].train_set, self.envs[0].val_set, config, self.batching)
         else:
             self.trainer.restart(models, train_seed)
         for env, member in zip(self.envs, self.trainer.members):
@@ -241,8 +247,8 @@ class DetLossWeightVectorEnv(VectorEnv):
     def _check_memory(self, first: DetLossWeightEnv) -> int:
         """Estimate the memory of ``num_envs`` sub-envs and refuse what does not fit (see ``MEMORY_FRACTION``).
 
-        Every sub-env keeps its detector's parameters, gradients and optimizer state; activations are needed for
-        one training pass at a time (the members train one after the other), measured on a probe detector."""
+        Every sub-env keeps its detector's parameters, gradients and optimizer state; activations (measured on a
+        probe detector) are needed for one member at a time in the loop, for all members at once under vmap."""
         device = resolve_device(first.substrate.train_config.device)
         model = first.substrate.build_model(0).to(device)
         count = min(first.substrate.train_config.batch_size, len(first.train_set))
@@ -250,6 +256,8 @@ class DetLossWeightVectorEnv(VectorEnv):
         optimizer = first.substrate.train_config.optimizer
         activations = member_memory_bytes(model, images, targets, optimizer) - _static_bytes(model, optimizer)
         per_env = _static_bytes(model, optimizer)
+        if self.batching == "vmap":  # all members' activations at once
+            per_env, activations = per_env + activations, 0
         need = self.num_envs * per_env + activations
         free = available_memory(device)
         if free is not None and need > MEMORY_FRACTION * free:
