@@ -45,6 +45,37 @@ def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
             "steps": episode.length, "AP": metrics.get("AP")}
 
 
+def vector_step_ratio(num_envs: int = 64, steps: int = 3, preset: str = "default") -> dict:
+    """DetLossWeight's native vector env with ``num_envs`` sub-envs (vmap batching) on CUDA against one single env:
+    seconds per step of each (after a warm-up step) and the ratio; the target is <= 4 (issue 13)."""
+    import numpy as np
+    import torch
+
+    from detgym.envs.loss_weight import DetLossWeightEnv, DetLossWeightVectorEnv
+
+    def per_step(env, action) -> float:
+        env.reset(seed=SEED)
+        env.step(action)  # warm-up: cuDNN autotuning, allocator
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            env.step(action)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / steps
+
+    single = DetLossWeightEnv(preset, device="cuda")
+    one = per_step(single, 3)
+    single.close()
+    vector = DetLossWeightVectorEnv(num_envs, preset, device="cuda")
+    many = per_step(vector, np.full(num_envs, 3))
+    batching = vector.batching
+    vector.close()
+    ratio = many / one
+    print(f"DetLossWeight vector env N={num_envs} ({batching}) {many * 1e3:.1f} ms/step vs one env {one * 1e3:.1f} "
+          f"ms/step: ratio {ratio:.2f} (target <= 4: {'met' if ratio <= 4 else 'MISSED'})")
+    return {"num_envs": num_envs, "batching": batching, "vector_step_s": many, "single_step_s": one, "ratio": ratio}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps of each default-preset episode")
@@ -72,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             ratio = gpu["step_s"] / cpu["step_s"] if cpu["step_s"] > 0 else float("nan")
             print(f"{env_id:<34} steps {gpu['steps']:>3}  reset cpu {cpu['reset_s']:7.3f} s  cuda {gpu['reset_s']:7.3f} s"
                   f"  | step cpu {cpu['step_s'] * 1e3:9.2f} ms  cuda {gpu['step_s'] * 1e3:9.2f} ms  (cuda/cpu {ratio:.3f})")
+    vector = vector_step_ratio()
     if args.json:
-        atomic_write_json(Path(args.json), {"device": torch.cuda.get_device_name(0), "rows": rows})
+        atomic_write_json(Path(args.json), {"device": torch.cuda.get_device_name(0), "rows": rows, "vector": vector})
     print(json.dumps({"checked": len(rows)}))
     return 0
 
