@@ -2,9 +2,9 @@
 
 A run's key is ``ENV_ID/ENV_KEY/AGENT/AGENT_KEY/seedS``: ``ENV_KEY`` hashes the env's resolved configuration
 (``env.unwrapped.config.config_key()`` plus any constructor argument that is not a preset field), ``AGENT_KEY``
-the agent's arguments, its training budget (learning agents only) and the evaluation protocol. Two runs with the
-same key are the same experiment; any change of configuration gives new keys, so a results file is never reused
-for another configuration by accident.
+the agent's arguments, its training budget (learning agents only), the evaluation protocol and the torch thread
+count (CPU results are deterministic for a given count). Two runs with the same key are the same experiment; any
+change of configuration gives new keys, so a results file is never reused for another configuration by accident.
 
 Seeds: run seed ``s`` gives, through ``numpy.random.SeedSequence(s)``, one training seed (the learning agents'
 training episodes and every agent's own seed) and ``eval_episodes`` evaluation seeds (``reset(seed=...)`` of the
@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
+import numpy as np
 
 __all__ = [
     "PROTOCOL",
@@ -39,6 +40,7 @@ __all__ = [
 #: Version of how runs are keyed and seeded; part of every agent key, so a change never mixes with old runs.
 PROTOCOL = 1
 
+
 def _hash(data: Any, n: int = 16) -> str:
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
@@ -49,8 +51,6 @@ def derive_seeds(run_seed: int, eval_episodes: int) -> tuple[int, tuple[int, ...
 
     The evaluation seeds of ``n`` episodes are the first ``n`` of any larger ``eval_episodes``.
     """
-    import numpy as np
-
     words = [int(w) for w in np.random.SeedSequence(int(run_seed)).generate_state(1 + int(eval_episodes))]
     if len(set(words)) != len(words):  # 32-bit words: a collision is a 1-in-a-billion event, but never silent
         raise ValueError(f"seed {run_seed}: derived training and evaluation seeds collide; use other seeds")
@@ -169,10 +169,11 @@ def check_agents(env: ResolvedEnv, agents: Sequence[str]) -> None:
             raise ValueError(f"agent {name!r} does not fit {env.id}; agents that fit: {', '.join(env.agents)}")
 
 
-def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int) -> str:
-    # a non-learning agent's runs do not depend on the training budget: its budget is None in the key
+def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int, threads: int) -> str:
+    # a non-learning agent's runs do not depend on the training budget: its budget is None in the key; CPU results
+    # depend on the torch thread count, so it is in the key too
     return _hash({"protocol": PROTOCOL, "agent": agent, "kwargs": dict(kwargs), "eval_episodes": eval_episodes,
-                  "train_budget": budget}, 8)
+                  "train_budget": budget, "threads": threads}, 8)
 
 
 def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]], seeds: Sequence[int], *,
@@ -209,7 +210,8 @@ def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]],
                 kwargs = dict((agent_kwargs or {}).get(name, {}))
                 spec = RunSpec(env=env, agent=name, agent_kwargs=kwargs, learns=learns, train_budget=budget,
                                seed=int(seed), train_seed=train_seed, eval_seeds=eval_seeds,
-                               agent_key=_agent_key(name, kwargs, budget, len(eval_seeds)), threads=threads)
+                               agent_key=_agent_key(name, kwargs, budget, len(eval_seeds), threads),
+                               threads=threads)
                 specs.append(spec if tb_root is None else _with_tb(spec, tb_root))
     return specs
 

@@ -176,9 +176,10 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the evaluation
     episodes), ``AP`` (mean final COCO AP, when the env reports final metrics), ``train`` (learning agents:
     timesteps, finished training episodes with return / length / timesteps / actions / final_AP, wall_s),
-    ``wall_s``, ``torch_threads``, ``versions``, ``host``, ``finished_at``.
+    ``wall_s`` and ``cpu_s`` (this process's CPU time during the run), ``torch_threads``, ``versions``, ``host``,
+    ``finished_at``.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     log = TensorBoardLogger(spec.tb_dir)
     try:
         with _torch_threads(spec.threads):
@@ -199,7 +200,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     if all(f is not None and "AP" in f for f in finals):
         record["AP"] = float(np.mean([f["AP"] for f in finals]))
     record.update(
-        train=train, wall_s=time.perf_counter() - start, torch_threads=spec.threads, versions=package_versions(),
+        train=train, wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu_start,
+        torch_threads=spec.threads, versions=package_versions(),
         host=platform.node(), finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     return record
