@@ -133,6 +133,43 @@ _BOX_RULES = (
     ("oracle", "per ground-truth box its best same-class candidate: the headroom (sees the GT)"),
 )
 
+def _sample_select_fits(env: gym.Env) -> bool:
+    from agents.active_learning import fits_sample_select
+
+    return fits_sample_select(env)
+
+
+def _mgral_fits(env: gym.Env) -> bool:
+    from agents.mgral import MGRALAgent
+
+    return MGRALAgent.fits(env)
+
+
+def _al_strategy(name: str) -> Callable[..., Agent]:
+    def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+        from agents.active_learning import STRATEGIES
+        from agents.coreset import CoreSetAgent
+
+        spaces = {} if env is None else {"observation_space": env.observation_space, "action_space": env.action_space}
+        factory = CoreSetAgent if name == "coreset" else STRATEGIES[name]
+        return factory(**spaces, **kwargs)
+
+    return build
+
+
+def _mgral(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+    from agents.mgral import MGRALAgent
+
+    return MGRALAgent(env, seed=seed, **kwargs)
+
+
+_AL_STRATEGIES = (
+    ("entropy_mean", "mean class entropy of the image's detections (paper 002, Fig. 4)"),
+    ("entropy_sum", "summed class entropy of the image's detections (paper 002, Fig. 4)"),
+    ("score_uncertainty", "least confidence: 1 - the image's highest detection score"),
+    ("coreset", "core-set: k-center greedy on embed() (Sener & Savarese 2018)"),
+)
+
 AGENTS: dict[str, AgentSpec] = {
     spec.name: spec
     for spec in (
@@ -144,6 +181,11 @@ AGENTS: dict[str, AgentSpec] = {
           for k in range(4)),
         # DetBoxSelect / DetBoxSelectSeq / DetBoxRescore (paper 001)
         *(AgentSpec(rule, summary, "baseline", _box_rule_fits(rule), _box_rule(rule)) for rule, summary in _BOX_RULES),
+        # DetSampleSelect / DetSampleSelectSeq (papers 002/003)
+        AgentSpec("mgral", "MGRAL, paper 002 III-C..E: LSTM over the candidates, REINFORCE on mAP", "paper",
+                  _mgral_fits, _mgral, learns=True),
+        *(AgentSpec(name, summary, "baseline", _sample_select_fits, _al_strategy(name))
+          for name, summary in _AL_STRATEGIES),
         # every env
         AgentSpec("random", "uniformly random actions (masks respected)", "baseline", _any_env, _random),
         AgentSpec("ppo", "Stable-Baselines3 PPO", "sb3", _sb3_fits("ppo"), _sb3("ppo"), learns=True),

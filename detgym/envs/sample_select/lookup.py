@@ -1,0 +1,280 @@
+"""MGRAL's fast look-up table (section III-F of papers 002/003): measured mAPs of labeled sets, and estimates.
+
+For each labeled-set size (active-learning cycle ``i``, ``initial_size + i * batch`` images) the table holds
+*records*: a feature summary of a labeled set and the val mAP its detector measured. The summary is the mean of
+the reference features Φ_k (the ``embed()`` vectors of the initial detector of initial set ``k``, fixed for the
+whole table) over the images selected since the initial set ("the visual representations of the selected
+batch"). Records are searched among those of the same initial set and cycle:
+
+* distances ``d_j = ||s - s_j||_2`` (L2: the paper found it better than cosine similarity);
+* threshold ``τ = mean - std`` of the pairwise distances between those records ("the mean feature distance
+  minus one standard deviation");
+* when the nearest record is farther than ``τ`` (so every record is), the estimate is refused: the caller trains
+  for real and :meth:`LookupTable.add` s the measured record;
+* otherwise the estimate is ``Σ_j w_j mAP_j / Σ_j w_j`` over the ``neighbours`` nearest records with
+  ``w_j = 1 / d_j`` (a record at distance 0 is returned as it is).
+
+The table also keeps, per initial set, the reference features of every train image and the initial detector's
+mAP, so a look-up episode needs no detector at all until the table refuses an estimate.
+
+Storage: one ``.npz`` file of plain arrays plus a JSON header (``allow_pickle=False``: no pickle either way),
+written whole through :func:`detgym.data.io.atomic_write_bytes` (a crash leaves the previous file). The header
+holds the resolved configuration and its :meth:`~.presets.SampleSelectPreset.table_key`; a file built for
+another configuration, a corrupt or truncated file, is refused with a one-line ValueError naming it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detgym.data.io import atomic_write_bytes
+
+__all__ = ["Estimate", "LookupTable", "Reference", "SOURCES", "TABLE_FORMAT"]
+
+#: Version of the file layout; a file of another version is refused.
+TABLE_FORMAT = 1
+#: How a record was measured: by ``detgym build-table`` (random selections) or by a look-up env's fallback.
+SOURCES: tuple[str, ...] = ("build", "fallback")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One look-up: the estimate (``None`` when the table refuses) and how it was formed."""
+
+    value: float | None
+    #: Row numbers of the records averaged (nearest first); empty when refused.
+    records: tuple[int, ...] = ()
+    distances: tuple[float, ...] = ()
+    #: Normalised weights of those records (sum 1).
+    weights: tuple[float, ...] = ()
+    #: ``mean - std`` of the pairwise record distances of this (initial set, cycle); NaN with < 2 records.
+    threshold: float = float("nan")
+    #: Distance to the nearest record of this (initial set, cycle) (inf when there is none).
+    nearest: float = float("inf")
+    #: How many records this (initial set, cycle) has.
+    n_records: int = 0
+
+    def info(self) -> dict[str, Any]:
+        """JSON-able summary for an env's ``info``."""
+        return {
+            "estimate": self.value,
+            "records": list(self.records),
+            "distances": list(self.distances),
+            "weights": list(self.weights),
+            "threshold": self.threshold,
+            "nearest": self.nearest,
+            "n_records": self.n_records,
+        }
+
+
+@dataclass
+class Reference:
+    """What a table keeps per initial set k: Φ_k of every train image, the initial detector's statistics, its mAP."""
+
+    features: np.ndarray  # [N, D] float32: Φ_k of every train image
+    stats: np.ndarray  # [N, S] float32: detection statistics of the initial detector
+    initial_map: float
+
+
+@dataclass
+class LookupTable:
+    """Records ``(initial set, cycle, summary, mAP)`` of one configuration; see the module docstring.
+
+    Build with :meth:`open` (creates an empty table or loads and checks an existing file); :meth:`save` writes it.
+    """
+
+    path: Path
+    key: str
+    config: dict[str, Any]
+    references: dict[int, Reference] = field(default_factory=dict)
+    set_ids: list[int] = field(default_factory=list)
+    cycles: list[int] = field(default_factory=list)
+    features: list[np.ndarray] = field(default_factory=list)
+    maps: list[float] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)
+    episodes: list[int] = field(default_factory=list)
+    #: Build episodes (``detgym build-table`` indices) whose records are all in the table.
+    done: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._thresholds: dict[tuple[int, int], float] = {}
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def open(cls, path: str | os.PathLike, key: str, config: dict[str, Any]) -> "LookupTable":
+        """The table at ``path`` (checked against ``key``), or a new empty one when the file does not exist."""
+        path = Path(path)
+        if not path.exists():
+            return cls(path, key, dict(config))
+        table = cls.load(path)
+        if table.key != key:
+            raise ValueError(
+                f"lookup table {path} was built for another configuration (table_key {table.key}, this env "
+                f"{key}); give another table_path or delete the file and run detgym build-table"
+            )
+        return table
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LookupTable":
+        """Read a table file (any key). Raises ValueError naming the file when it is corrupt or truncated."""
+        path = Path(path)
+        try:
+            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            return cls._from_arrays(path, arrays)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(
+                f"lookup table {path} is corrupt or truncated ({reason}); delete it and run detgym build-table again"
+            ) from None
+
+    @classmethod
+    def _from_arrays(cls, path: Path, arrays: dict[str, np.ndarray]) -> "LookupTable":
+        meta = json.loads(str(arrays["meta"]))
+        if meta.get("format") != TABLE_FORMAT:
+            raise ValueError(f"file format {meta.get('format')!r}, this detgym reads format {TABLE_FORMAT}")
+        table = cls(path, str(meta["key"]), dict(meta["config"]), done={int(e) for e in meta["done"]})
+        maps0 = arrays["ref_map"]
+        for j, k in enumerate(arrays["ref_sets"].tolist()):
+            feats, stats = arrays[f"ref_features_{k}"], arrays[f"ref_stats_{k}"]
+            if feats.ndim != 2 or stats.shape[0] != feats.shape[0]:
+                raise ValueError(f"reference arrays of initial set {k} have shapes {feats.shape} / {stats.shape}")
+            table.references[int(k)] = Reference(feats.astype(np.float32), stats.astype(np.float32), float(maps0[j]))
+        n = arrays["rec_set"].shape[0]
+        columns = ("rec_cycle", "rec_feature", "rec_map", "rec_source", "rec_episode")
+        if any(arrays[c].shape[0] != n for c in columns):
+            raise ValueError("record arrays of different lengths")
+        feature = arrays["rec_feature"]
+        if n and (feature.ndim != 2 or any(r.features.shape[1] != feature.shape[1] for r in table.references.values())):
+            raise ValueError(f"record features of shape {feature.shape} do not match the reference features")
+        table.set_ids = [int(v) for v in arrays["rec_set"]]
+        table.cycles = [int(v) for v in arrays["rec_cycle"]]
+        table.features = [np.asarray(f, dtype=np.float32) for f in feature]
+        table.maps = [float(v) for v in arrays["rec_map"]]
+        table.sources = [int(v) for v in arrays["rec_source"]]
+        table.episodes = [int(v) for v in arrays["rec_episode"]]
+        return table
+
+    def save(self) -> Path:
+        """Write the whole table atomically (temporary file, then rename)."""
+        dim = next(iter(self.references.values())).features.shape[1] if self.references else 0
+        meta = {"format": TABLE_FORMAT, "key": self.key, "config": self.config, "done": sorted(self.done)}
+        sets = sorted(self.references)
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.array(json.dumps(meta, sort_keys=True)),
+            "ref_sets": np.array(sets, dtype=np.int64),
+            "ref_map": np.array([self.references[k].initial_map for k in sets], dtype=np.float64),
+            "rec_set": np.array(self.set_ids, dtype=np.int64),
+            "rec_cycle": np.array(self.cycles, dtype=np.int64),
+            "rec_feature": (np.stack(self.features).astype(np.float32) if self.features
+                            else np.zeros((0, dim), dtype=np.float32)),
+            "rec_map": np.array(self.maps, dtype=np.float64),
+            "rec_source": np.array(self.sources, dtype=np.int8),
+            "rec_episode": np.array(self.episodes, dtype=np.int64),
+        }
+        for k in sets:
+            arrays[f"ref_features_{k}"] = self.references[k].features
+            arrays[f"ref_stats_{k}"] = self.references[k].stats
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return atomic_write_bytes(self.path, buffer.getvalue())
+
+    # -------------------------------------------------------------- contents
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def set_reference(self, set_id: int, features: np.ndarray, stats: np.ndarray, initial_map: float) -> None:
+        """Store the reference features Φ_k, detection statistics and initial mAP of initial set ``set_id``."""
+        if self.references:
+            dim = next(iter(self.references.values())).features.shape[1]
+            if features.shape[1] != dim:
+                raise ValueError(f"reference features of length {features.shape[1]} in a table of length {dim}")
+        self.references[int(set_id)] = Reference(
+            np.asarray(features, dtype=np.float32), np.asarray(stats, dtype=np.float32), float(initial_map)
+        )
+
+    def reference(self, set_id: int) -> Reference | None:
+        return self.references.get(int(set_id))
+
+    def summary(self, set_id: int, added: np.ndarray) -> np.ndarray:
+        """The feature summary of a labeled set: mean Φ_k over the images ``added`` since the initial set."""
+        ref = self.references[int(set_id)]
+        return ref.features[np.asarray(added, dtype=np.int64)].astype(np.float64).mean(axis=0).astype(np.float32)
+
+    def add(self, set_id: int, cycle: int, feature: np.ndarray, value: float, source: str = "build",
+            episode: int = -1) -> int:
+        """Append one measured record; returns its row number."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        self.set_ids.append(int(set_id))
+        self.cycles.append(int(cycle))
+        self.features.append(np.asarray(feature, dtype=np.float32).reshape(-1))
+        self.maps.append(float(value))
+        self.sources.append(SOURCES.index(source))
+        self.episodes.append(int(episode))
+        self._thresholds.pop((int(set_id), int(cycle)), None)
+        return len(self.maps) - 1
+
+    def rows(self, set_id: int, cycle: int) -> np.ndarray:
+        """Row numbers of the records of one (initial set, cycle)."""
+        sets, cycles = np.asarray(self.set_ids), np.asarray(self.cycles)
+        return np.flatnonzero((sets == int(set_id)) & (cycles == int(cycle)))
+
+    def counts(self) -> dict[tuple[int, int], int]:
+        """Number of records per (initial set, cycle)."""
+        out: dict[tuple[int, int], int] = {}
+        for s, c in zip(self.set_ids, self.cycles):
+            out[(s, c)] = out.get((s, c), 0) + 1
+        return dict(sorted(out.items()))
+
+    # -------------------------------------------------------------- estimates
+    def threshold(self, set_id: int, cycle: int) -> float:
+        """``mean - std`` of the pairwise L2 distances between the records of (initial set, cycle); NaN with < 2."""
+        key = (int(set_id), int(cycle))
+        if key not in self._thresholds:
+            rows = self.rows(*key)
+            if rows.size < 2:
+                return float("nan")
+            f = np.stack([self.features[r] for r in rows]).astype(np.float64)
+            d = np.sqrt(np.maximum(((f[:, None, :] - f[None, :, :]) ** 2).sum(-1), 0.0))
+            pairs = d[np.triu_indices(rows.size, k=1)]
+            self._thresholds[key] = float(pairs.mean() - pairs.std())
+        return self._thresholds[key]
+
+    def estimate(self, set_id: int, cycle: int, feature: np.ndarray, neighbours: int = 5) -> Estimate:
+        """Inverse-distance-weighted mAP of the ``neighbours`` nearest records, or a refusal (``value=None``)
+        when every record of (initial set, cycle) is farther than :meth:`threshold` (or there are < 2)."""
+        rows = self.rows(set_id, cycle)
+        if rows.size == 0:
+            return Estimate(None)
+        f = np.stack([self.features[r] for r in rows]).astype(np.float64)
+        d = np.sqrt(np.maximum(((f - np.asarray(feature, dtype=np.float64)[None, :]) ** 2).sum(-1), 0.0))
+        tau = self.threshold(set_id, cycle)
+        order = np.argsort(d, kind="stable")[: int(neighbours)]
+        nearest = float(d[order[0]])
+        if not nearest <= tau:  # NaN threshold (< 2 records) refuses too
+            return Estimate(None, threshold=tau, nearest=nearest, n_records=int(rows.size))
+        dist = d[order]
+        zero = dist == 0.0
+        w = zero.astype(np.float64) if zero.any() else 1.0 / dist
+        w = w / w.sum()
+        value = float(np.dot(w, [self.maps[r] for r in rows[order]]))
+        return Estimate(
+            value,
+            records=tuple(int(r) for r in rows[order]),
+            distances=tuple(float(x) for x in dist),
+            weights=tuple(float(x) for x in w),
+            threshold=tau,
+            nearest=nearest,
+            n_records=int(rows.size),
+        )

@@ -1,0 +1,183 @@
+"""MGRAL's look-up table (III-F): the estimate on hand-made records, files, build-table, resume, look-up episodes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detgym.cli import main
+from detgym.envs.sample_select import build as build_module
+from detgym.envs.sample_select import build_table
+from detgym.envs.sample_select.build import build_episode_seed
+from detgym.envs.sample_select.env import DetSampleSelectEnv
+from detgym.envs.sample_select.lookup import LookupTable
+
+
+def _table(path, records) -> LookupTable:
+    table = LookupTable(path, "k" * 16, {"preset": "hand-made"})
+    table.set_reference(0, np.zeros((4, 2), np.float32), np.zeros((4, 5), np.float32), 0.1)
+    for cycle, feature, value in records:
+        table.add(0, cycle, np.asarray(feature, np.float32), value)
+    return table
+
+
+# ------------------------------------------------------------------ the estimate
+def test_estimate_is_inverse_distance_weighted_over_the_nearest_records(tmp_path):
+    records = [(1, (0.0, 0.0), 0.2), (1, (3.0, 0.0), 0.4), (1, (0.0, 4.0), 0.6), (1, (9.0, 9.0), 0.9),
+               (2, (1.0, 0.0), 0.8)]
+    table = _table(tmp_path / "t.npz", records)
+    f = np.array([[0, 0], [3, 0], [0, 4], [9, 9]], dtype=np.float64)
+    pairs = [np.linalg.norm(f[i] - f[j]) for i in range(4) for j in range(i + 1, 4)]
+    assert table.threshold(0, 1) == pytest.approx(np.mean(pairs) - np.std(pairs))
+    query = np.array([1.0, 1.0])
+    est = table.estimate(0, 1, query, neighbours=3)
+    d = np.linalg.norm(f[:3] - query, axis=1)
+    w = (1 / d) / (1 / d).sum()
+    assert est.value == pytest.approx(float(w @ [0.2, 0.4, 0.6]))
+    assert est.records == (0, 1, 2) and np.allclose(est.weights, w) and np.allclose(est.distances, d)
+    assert est.n_records == 4 and est.nearest == pytest.approx(np.sqrt(2))
+    # a record at distance 0 is the answer itself; records of another cycle are never used
+    assert table.estimate(0, 1, np.array([3.0, 0.0])).value == pytest.approx(0.4)
+    assert table.estimate(0, 2, np.array([1.0, 0.0])).value is None  # one record: no threshold, train for real
+
+
+def test_estimate_refused_when_every_record_is_farther_than_the_threshold(tmp_path):
+    table = _table(tmp_path / "t.npz", [(1, (0.0, 0.0), 0.2), (1, (1.0, 0.0), 0.3), (1, (0.0, 1.0), 0.4)])
+    tau = table.threshold(0, 1)
+    est = table.estimate(0, 1, np.array([5.0, 5.0]))
+    assert est.value is None and est.nearest > tau and est.records == ()
+    assert table.estimate(0, 3, np.array([0.0, 0.0])).value is None  # no record at all
+    table.add(0, 1, np.array([5.0, 5.0], np.float32), 0.7)  # the measured record joins: now it is found
+    assert table.estimate(0, 1, np.array([5.0, 5.0])).value == pytest.approx(0.7)
+
+
+# ------------------------------------------------------------------ files
+def test_save_load_round_trip_is_atomic(tmp_path):
+    path = tmp_path / "sub" / "t.npz"
+    table = _table(path, [(1, (0.0, 1.0), 0.2), (2, (1.0, 1.0), 0.3)])
+    table.done.update({0, 2})
+    table.save()
+    assert [p.name for p in path.parent.iterdir()] == ["t.npz"]  # no temporary file left
+    loaded = LookupTable.open(path, "k" * 16, {})
+    assert loaded.maps == table.maps and loaded.cycles == [1, 2] and loaded.done == {0, 2}
+    assert np.array_equal(loaded.features[1], [1.0, 1.0]) and loaded.reference(0).initial_map == 0.1
+
+
+def test_corrupt_truncated_and_mismatched_files_are_refused(tmp_path):
+    path = tmp_path / "t.npz"
+    _table(path, [(1, (0.0, 1.0), 0.2)]).save()
+    data = path.read_bytes()
+    with pytest.raises(ValueError, match=f"lookup table {path} was built for another configuration"):
+        LookupTable.open(path, "other-key", {})
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"lookup table {path} is corrupt or truncated") as err:
+        LookupTable.open(path, "k" * 16, {})
+    assert "\n" not in str(err.value)
+    path.write_bytes(b"not a table at all")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        LookupTable.load(path)
+
+
+# ------------------------------------------------------------------ build-table and look-up episodes
+@pytest.fixture(scope="module")
+def kw(tmp_path_factory):
+    return {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("lookup-cache"))}}
+
+
+@pytest.fixture(scope="module")
+def built(kw, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "test.npz"
+    table = build_table("test", episodes=2, path=path, progress=False, **kw)
+    return path, table
+
+
+def test_build_records_every_cycle_of_every_episode(built):
+    path, table = built
+    assert table.done == {0, 1} and len(table) == 2 * 2  # 2 episodes x 2 cycles
+    assert table.counts() == {(0, 1): 1, (0, 2): 1, (1, 1): 1, (1, 2): 1}
+    assert set(table.references) == {0, 1} and LookupTable.load(path).maps == table.maps
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_build_resumes_and_never_reruns_a_finished_episode(built, kw, tmp_path, monkeypatch):
+    path, table = built
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(path.read_bytes())
+    ran = []
+    original = build_module._run_build_episode
+
+    crash = [True]
+
+    def crash_on_third(env, tab, episode, seed):
+        ran.append(episode)
+        if episode == 3 and crash and crash.pop():
+            raise _Interrupted  # the build stops in the middle of episode 3 (once)
+        original(env, tab, episode, seed)
+
+    monkeypatch.setattr(build_module, "_run_build_episode", crash_on_third)
+    with pytest.raises(_Interrupted):
+        build_table("test", episodes=4, path=copy, progress=False, **kw)
+    assert ran == [2, 3] and LookupTable.load(copy).done == {0, 1, 2}  # episode 2 saved, 3 not
+    ran.clear()
+    resumed = build_table("test", episodes=4, path=copy, progress=False, **kw)
+    assert ran == [3] and resumed.done == {0, 1, 2, 3}
+    assert resumed.maps[:4] == table.maps  # earlier records untouched
+
+
+def test_a_replayed_build_episode_is_estimated_exactly(built, kw, tmp_path):
+    """The summary of a build episode's selection equals its record: distance 0, the estimate is the record."""
+    path, _ = built
+    copy = tmp_path / "replay.npz"
+    table = LookupTable.load(path)
+    table.path = copy
+    table.add(1, 1, table.features[2] + 1e-3, table.maps[2])  # a second record: a threshold exists
+    table.add(1, 2, table.features[3] + 1e-3, table.maps[3])
+    table.save()
+    env = DetSampleSelectEnv("test", reward_mode="lookup", table_path=str(copy), **kw)
+    seed = build_episode_seed(0, 1)
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed, options={"initial_set": 1})
+    assert info["map"] == table.references[1].initial_map
+    for cycle in (1, 2):
+        obs, r, term, trunc, info = env.step(rng.uniform(-1.0, 1.0, env.n_rows).astype(np.float32))
+        assert info["reward_source"] == "estimated" and info["lookup"]["records"][0] == cycle + 1
+        assert info["lookup"]["distances"][0] == 0.0 and info["map"] == pytest.approx(table.maps[cycle + 1])
+    assert env.model is None  # no detector was needed
+    env.close()
+
+
+def test_lookup_trains_for_real_when_no_record_is_near_and_adds_it(built, kw, tmp_path):
+    path, _ = built
+    copy = tmp_path / "fallback.npz"
+    copy.write_bytes(path.read_bytes())
+    env = DetSampleSelectEnv("test", reward_mode="lookup", table_path=str(copy), **kw)
+    before = len(env.table)
+    obs, info = env.reset(seed=11, options={"initial_set": 0})
+    obs, r, term, trunc, info = env.step(np.linspace(1, -1, env.n_rows, dtype=np.float32))
+    assert info["reward_source"] == "measured" and info["lookup"]["estimate"] is None
+    assert "metrics" in info and info["lookup"]["added_record"] == before
+    on_disk = LookupTable.load(copy)
+    assert len(on_disk) == before + 1 and on_disk.sources[-1] == 1 and on_disk.maps[-1] == info["map"]
+    env.close()
+
+
+def test_lookup_env_refuses_a_table_of_another_preset(built, kw):
+    path, _ = built
+    with pytest.raises(ValueError, match=f"lookup table {path} was built for another configuration"):
+        DetSampleSelectEnv("test", reward_mode="lookup", table_path=str(path), cycle_iterations=3, **kw)
+
+
+def test_build_table_command(kw, tmp_path, capsys):
+    out = tmp_path / "cli.npz"
+    cache = kw["dataset_kwargs"]["cache_dir"]
+    args = ["build-table", "--preset", "test", "--episodes", "1", "--out", str(out), "--quiet",
+            "--set", f'dataset_kwargs={{"cache_dir": "{cache}"}}']
+    assert main(args) == 0
+    assert "2 records" in capsys.readouterr().out and len(LookupTable.load(out)) == 2
+    out.write_bytes(b"garbage")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"detgym: error: lookup table {out} is corrupt") and "\n" not in err
