@@ -95,6 +95,13 @@ def test_check_env_gymnasium_and_sb3(env_id, kw):
         check_env(e.unwrapped, skip_render_check=True)
         sb3_check_env(e.unwrapped)
     e.close()
+    # gymnasium's own vector env stacks the infos of its envs (variable-length entries must be lists)
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", **kw)
+    venv.reset(seed=0)
+    for _ in range(3):
+        _, rewards, _, _, info = venv.step(venv.action_space.sample())
+        assert rewards.shape == (2,) and len(info["candidates"]) == 2
+    venv.close()
 
 
 def test_seeded_episodes_are_reproducible(kw):
@@ -147,7 +154,7 @@ def test_rescore_reward_ranks_by_new_scores(kw):
         scores = rng.uniform(-0.2, 1.2, env.n_max).astype(np.float32)  # outside [0, 1]: clipped
         _, reward, terminated, _, step = env.step(scores)
         new = np.clip(scores, 0, 1)[: info["n_candidates"]]
-        np.testing.assert_array_equal(step["scores"], new.astype(np.float64))
+        np.testing.assert_array_equal(step["scores"], new.astype(np.float64).tolist())
         dets = [{**info["candidates"][k], "score": float(new[k])} for k in step["kept"]]
         assert terminated and (new[step["kept"]] > 0).all()
         if env.ground_truth()["labels"].size:
@@ -275,7 +282,7 @@ def test_images_without_candidates_or_ground_truth(cls, kw):
     if cls is DetBoxSelectSeqEnv:
         np.testing.assert_array_equal(np.flatnonzero(env.action_masks()), [env.n_max])
     _, reward, terminated, _, info = env.step(everything)
-    assert terminated and reward == 0.0 and info["kept"].size == 0
+    assert terminated and reward == 0.0 and info["kept"] == []
     # no ground truth: image_ap's no-GT value (1 for keeping nothing, 0 once a box is kept)
     for action, expected in ((nothing, 1.0), (everything, 0.0)):
         env.reset(options={"image_index": 1})

@@ -168,7 +168,7 @@ class BoxSelectEnvBase(DetectorEnv):
 
     def _step_info(self, keep: np.ndarray, ap: float, ignored: int) -> dict[str, Any]:
         n = int(self.table.counts[self._image])
-        return {**self._info, "kept": np.flatnonzero(keep[:n]), "ap": ap,
+        return {**self._info, "kept": np.flatnonzero(keep[:n]).tolist(), "ap": ap,
                 "nms_ap": float(self.table.nms_ap[self._image]), "ignored_slots": int(ignored)}
 
     def _ignored(self, selected_padding: int, what: str) -> int:
@@ -264,8 +264,9 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
 
     ``reset`` and ``step``: ``image_id`` (COCO id), ``image_index``, ``n_candidates`` and ``candidates`` (the
     real candidates as COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in image
-    pixels, in slot order). ``step`` adds ``kept`` (int64 slot indices), ``ap`` (the kept set's AP), ``nms_ap`` and
-    ``ignored_slots``. ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept
+    pixels, in slot order). ``step`` adds ``kept`` (the kept slot indices, a list of ints), ``ap`` (the kept set's AP),
+    ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays, so gymnasium's vector envs
+    can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept
     dicts, restricted to ``image_id``, gives ``ap``.
 
     ## Arguments
@@ -414,7 +415,7 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
             if self.logger.enabled:
                 self.logger.scalars("box_select", {"ap": ap, "nms_ap": float(self.table.nms_ap[self._image])},
                                     self._episode)
-        info = {**self._info, "kept": np.flatnonzero(self._kept[:n]), "ap": ap,
+        info = {**self._info, "kept": np.flatnonzero(self._kept[:n]).tolist(), "ap": ap,
                 "nms_ap": float(self.table.nms_ap[self._image]), "ignored_actions": self._ignored_actions}
         return self._observation(), reward, terminated, truncated, info
 
@@ -449,7 +450,7 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
 
     ## Info
 
-    As :class:`DetBoxSelectEnv`, plus ``scores``: float64 ``[n_candidates]``, the new scores of the real candidates
+    As :class:`DetBoxSelectEnv`, plus ``scores``: the new scores of the real candidates (a list of floats)
     (with ``kept`` and ``candidates``: the COCO dicts that reproduce ``ap``).
 
     ## Arguments
@@ -473,5 +474,5 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
         n = int(self.table.counts[self._image])
         ignored = self._ignored(int(keep[n:].sum()), "gives nonzero scores to")
         reward, info = self._finish(keep, scores, ignored)
-        info["scores"] = scores[:n]
+        info["scores"] = scores[:n].tolist()
         return self._observation(), reward, True, False, info
