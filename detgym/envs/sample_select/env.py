@@ -104,8 +104,10 @@ class SampleSelectEnvBase(DetectorEnv):
 
     ``reset(seed=..., options={"initial_set": k})``: initial set ``k`` of :attr:`initial_sets` (default: drawn
     from the seed), its initial detector (seed ``initial_model_seed + k``, ``initial_iterations`` on the initial
-    set; trained once per process and set, then reused), and the first candidate draw. The seed fixes the set, the
-    candidate draws and the training seeds of every cycle: same seed and actions, same rewards (CPU).
+    set; trained once, then kept in memory and on disk beside the data), and the first candidate draw. The seed
+    fixes the set, the candidate draws and the training seeds of every cycle: same seed and actions, same rewards
+    (on the CPU, for a given torch thread count). ``reset(options={"state": env.state_dict()})`` continues a saved
+    episode instead (see :meth:`state_dict`; the seed is then ignored).
 
     ## Episode End
 
@@ -184,6 +186,10 @@ class SampleSelectEnvBase(DetectorEnv):
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if options and options.get("state") is not None:
+            obs = self.load_state_dict(options["state"])
+            return obs, {"initial_set": self._set, "cycle": self._cycle, "labeled": int(self._labeled.sum()),
+                         "map": self._map, "resumed": True}
         super().reset(seed=seed)
         k = self._initial_set_option(options)
         self._cycle_seeds = self._draw_seeds(self.cycles)

@@ -251,9 +251,11 @@ class LookupTable:
             self._thresholds[key] = float(pairs.mean() - pairs.std())
         return self._thresholds[key]
 
-    def estimate(self, set_id: int, cycle: int, feature: np.ndarray, neighbours: int = 5) -> Estimate:
+    def estimate(self, set_id: int, cycle: int, feature: np.ndarray, neighbours: int = 5, *,
+                 refuse: bool = True) -> Estimate:
         """Inverse-distance-weighted mAP of the ``neighbours`` nearest records, or a refusal (``value=None``)
-        when every record of (initial set, cycle) is farther than :meth:`threshold` (or there are < 2)."""
+        when every record of (initial set, cycle) is farther than :meth:`threshold` (or there are < 2).
+        ``refuse=False`` answers whenever there is a record (to measure the estimate's error everywhere)."""
         rows = self.rows(set_id, cycle)
         if rows.size == 0:
             return Estimate(None)
@@ -262,7 +264,7 @@ class LookupTable:
         tau = self.threshold(set_id, cycle)
         order = np.argsort(d, kind="stable")[: int(neighbours)]
         nearest = float(d[order[0]])
-        if not nearest <= tau:  # NaN threshold (< 2 records) refuses too
+        if refuse and not nearest <= tau:  # NaN threshold (< 2 records) refuses too
             return Estimate(None, threshold=tau, nearest=nearest, n_records=int(rows.size))
         dist = d[order]
         zero = dist == 0.0

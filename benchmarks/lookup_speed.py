@@ -1,0 +1,164 @@
+"""MGRAL's look-up table (papers 002/003, III-F, Table I: 4800 -> 3 min, 1600x) against the real retraining it
+replaces, measured in one run, and the table's estimation error on held-out selections.
+
+    python -m benchmarks.lookup_speed                          # default preset (reuses / extends its table)
+    python -m benchmarks.lookup_speed --preset test            # seconds
+
+Top to bottom:
+
+1. the table: ``build_episodes`` random-selection episodes of ``detgym build-table`` (resumable; the preset's
+   default table file, so an AL-curve run's table is reused and extended);
+2. held-out selections: ``heldout_episodes`` more random episodes from another seed stream, with real training;
+   each cycle's env step is timed (fine-tune or retrain, val evaluation, next candidates: what a look-up step
+   replaces) and its feature summary and measured mAP are kept (``OUT/heldout-<key>.jsonl``, one line per
+   episode: resumable);
+3. the look-up reward: build episodes replayed (same seeds and selections) in a ``reward_mode="lookup"`` env, whose
+   every step the table answers; each step is timed the same way (the look-up estimate, reward and next
+   observation). Speedup = median real step / median look-up step, both from this run;
+4. the error: for every held-out selection, the table's estimate (the ``neighbours`` nearest records of its
+   initial set and cycle, inverse-distance weighted, also where the env would refuse and train for real) against
+   the measured mAP: MAE, and Spearman's rank correlation *within* (initial set, cycle), i.e. after removing each
+   group's mean from both (the question an agent needs answered: which of two selections of the same size is
+   better); the correlation across cycles is printed too (inflated by mAP growing with the labeled set), with
+   the share of held-out selections the table would have answered.
+
+The last line reads ``lookup speedup: <ratio>x, MAE <value>, spearman <value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from benchmarks.al_curves import _append_line
+from benchmarks.harness.store import read_runs
+from detgym.data.io import atomic_write_json
+
+
+@dataclass
+class Settings:
+    preset: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    build_episodes: int = 9
+    heldout_episodes: int = 3
+    #: seed stream of the held-out episodes (the table's build episodes use stream 0)
+    heldout_seed: int = 1
+    #: build episodes replayed in the look-up env for the timing
+    replay_episodes: int = 3
+    threads: int = 1
+    out: str = "runs/lookup_speed"
+
+
+def _random_episode(env: Any, seed: int, initial_set: int) -> list[dict[str, Any]]:
+    """One build-style episode (uniform random scores from ``seed``) with every step timed."""
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed, options={"initial_set": initial_set})
+    rows, done = [], False
+    while not done:
+        scores = rng.uniform(-1.0, 1.0, env.n_rows).astype(np.float32)
+        start = time.perf_counter()
+        _, _, terminated, truncated, info = env.step(scores)
+        seconds = time.perf_counter() - start
+        done = terminated or truncated
+        rows.append({"cycle": info["cycle"], "seconds": seconds, "map": info["map"],
+                     "source": info.get("reward_source"), "summary": env.selection_summary().tolist()})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    import torch
+
+    from detgym.envs.sample_select import build_table
+    from detgym.envs.sample_select.build import build_episode_seed
+    from detgym.envs.sample_select.env import DetSampleSelectEnv
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = Settings()
+    p.add_argument("--preset", default=defaults.preset)
+    p.add_argument("--overrides", type=json.loads, default={}, help="preset fields as JSON")
+    for name in ("build_episodes", "heldout_episodes", "heldout_seed", "replay_episodes", "threads"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    p.add_argument("--out", default=defaults.out)
+    settings = Settings(**vars(p.parse_args(argv)))
+    torch.set_num_threads(settings.threads)
+    load_start = os.getloadavg()[0]
+
+    # 1. the table
+    real = DetSampleSelectEnv(settings.preset, **{**settings.overrides, "reward_mode": "real"})
+    key = real.config.table_key()
+    out = Path(settings.out)
+    atomic_write_json(out / f"settings-{key}.json", {**asdict(settings), "config": real.config.to_dict()})
+    table = build_table(settings.preset, episodes=settings.build_episodes, **settings.overrides)
+    n_sets = len(real.initial_sets)
+
+    # 2. held-out selections, real training timed
+    heldout_file = out / f"heldout-{key}.jsonl"
+    done = read_runs(heldout_file).records
+    for j in range(settings.heldout_episodes):
+        if f"{key}/{j}" not in done:
+            rows = _random_episode(real, build_episode_seed(settings.heldout_seed, j), j % n_sets)
+            _append_line(heldout_file, {"key": f"{key}/{j}", "initial_set": j % n_sets, "cycles": rows})
+            done = read_runs(heldout_file).records
+    real.close()
+    heldout = [(r["initial_set"], c) for j in range(settings.heldout_episodes) for r in [done[f"{key}/{j}"]]
+               for c in r["cycles"]]
+
+    # 3. look-up steps: build episodes replayed on a copy of the table (a refusal must not change the real one)
+    copy = out / f"table-copy-{key}.npz"
+    shutil.copyfile(table.path, copy)
+    lookup = DetSampleSelectEnv(settings.preset, **{**settings.overrides, "reward_mode": "lookup",
+                                                   "table_path": str(copy)})
+    replayed = [c for j in range(min(settings.replay_episodes, settings.build_episodes))
+                for c in _random_episode(lookup, build_episode_seed(0, j), j % n_sets)]
+    lookup.close()
+    t_lookup = np.median([c["seconds"] for c in replayed if c["source"] == "estimated"])
+    t_real = np.median([c["seconds"] for _, c in heldout])
+
+    # 4. the estimate's error on held-out selections
+    neighbours = real.config.lookup_neighbours
+    est, measured, groups, answered = [], [], [], 0
+    for k, c in heldout:
+        e = table.estimate(k, c["cycle"], np.asarray(c["summary"]), neighbours, refuse=False)
+        answered += table.estimate(k, c["cycle"], np.asarray(c["summary"]), neighbours).value is not None
+        est.append(e.value), measured.append(c["map"]), groups.append((k, c["cycle"]))
+    est, measured = np.array(est, dtype=np.float64), np.array(measured)
+    centred = [np.zeros_like(est), np.zeros_like(est)]
+    for g in set(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        centred[0][idx] = est[idx] - est[idx].mean()
+        centred[1][idx] = measured[idx] - measured[idx].mean()
+    mae = float(np.abs(est - measured).mean())
+    rho_within = float(scipy.stats.spearmanr(*centred).statistic)
+    rho_all = float(scipy.stats.spearmanr(est, measured).statistic)
+    speedup = float(t_real / t_lookup)
+    result = {
+        "real_step_s": float(t_real), "lookup_step_s": float(t_lookup), "speedup": speedup,
+        "mae": mae, "spearman_within_cycle": rho_within, "spearman_across_cycles": rho_all,
+        "heldout_selections": len(est), "answered_by_table": answered,
+        "estimated_replay_steps": sum(c["source"] == "estimated" for c in replayed), "replay_steps": len(replayed),
+        "table_records": len(table), "records_per_set_cycle": sorted(set(table.counts().values())),
+        "measured_map_mean": float(measured.mean()), "measured_map_std_within_cycle": float(centred[1].std()),
+        "load_average": [load_start, os.getloadavg()[0]], "settings": asdict(settings),
+    }
+    atomic_write_json(out / f"result-{key}.json", result)
+    print(f"table {len(table)} records ({result['records_per_set_cycle']} per initial set and cycle); "
+          f"{len(est)} held-out selections, {answered} within the table's threshold")
+    print(f"real step (train + evaluate + next candidates) {t_real:.2f} s, look-up step {t_lookup * 1e3:.3f} ms "
+          f"(median of {len(heldout)} and {result['estimated_replay_steps']}); load average {load_start:.1f}")
+    print(f"held-out mAP {measured.mean():.4f} (std within a cycle {centred[1].std():.4f}); "
+          f"spearman across cycles {rho_all:.3f}")
+    print(f"lookup speedup: {speedup:.0f}x, MAE {mae:.4f}, spearman {rho_within:.3f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
