@@ -427,3 +427,41 @@ def test_prepared_ap_is_image_ap():
         got = prepared(order, np.ascontiguousarray(keep[order]))
         expected = [image_ap(*images[i][:5], keep[i:i + 1, :counts[i]], images[i][5])[0] for i in order]
         np.testing.assert_array_equal(got, expected)
+
+
+def test_absent_classes_penalty(kw):
+    """``absent_classes="penalize"``: kept classes without GT join the per-class mean with AP 0."""
+    plain = DetBoxSelectEnv("test", **kw)
+    penal = DetBoxSelectEnv("test", absent_classes="penalize", **kw)
+    nms_penal = DetBoxSelectEnv("test", absent_classes="penalize", baseline="nms", **kw)
+    checked = 0
+    for i in range(plain.n_images):
+        keep = np.ones(plain.n_max, dtype=np.int8)
+        _, ap, _, _, info = (plain.reset(options={"image_index": i}), plain.step(keep))[1]
+        _, reward, _, _, pinfo = (penal.reset(options={"image_index": i}), penal.step(keep))[1]
+        gt = set(plain.ground_truth()["labels"].tolist())
+        kept_classes = set(plain.candidate_arrays()["labels"].tolist())
+        if gt:
+            assert reward == pytest.approx(ap * len(gt) / len(gt | kept_classes), abs=1e-12)
+            checked += len(kept_classes - gt) > 0
+        assert pinfo["ap"] == ap and pinfo["reward_ap"] == reward
+        nms_penal.reset(options={"image_index": i})
+        assert nms_penal.step(keep)[1] == pytest.approx(reward - nms_penal.nms_reward_ap[i], abs=1e-12)
+    assert checked > 0
+    # the vector env and the sequential env count it the same way
+    venv = gym.make_vec("DetBoxSelect-Test-v0", num_envs=4, vectorization_mode="vector_entry_point",
+                        absent_classes="penalize", **kw)
+    _, info = venv.reset(options={"image_index": np.arange(4)})
+    _, rewards, _, _, _ = venv.step(np.ones((4, plain.n_max), dtype=np.int8))
+    seq = DetBoxSelectSeqEnv("test", absent_classes="penalize", **kw)
+    for i in range(4):
+        penal.reset(options={"image_index": i})
+        assert rewards[i] == pytest.approx(penal.step(np.ones(plain.n_max, dtype=np.int8))[1], abs=1e-12)
+        seq.reset(options={"image_index": i})
+        total, done = 0.0, False
+        while not done:
+            _, r, terminated, truncated, _ = seq.step(int(np.flatnonzero(seq.action_masks())[0]))
+            total, done = total + r, terminated or truncated
+        assert total == pytest.approx(rewards[i], abs=1e-12)  # every candidate kept, then the end
+    with pytest.raises(ValueError, match="absent_classes must be one of"):
+        DetBoxSelectEnv("test", absent_classes="drop", **kw)

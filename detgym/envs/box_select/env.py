@@ -87,6 +87,9 @@ class BoxSelectEnvBase(DetectorEnv):
         self.num_classes = self.table.num_classes
         self.split = self.config.split
         self.baseline = self.config.baseline
+        self.absent_classes = self.config.absent_classes
+        #: Per image, the AP of greedy NMS as the reward counts it (the baseline of ``baseline="nms"``).
+        self.nms_reward_ap = self._reward_ap(np.arange(len(self.table)), self.table.nms_keep, self.table.nms_ap)
         #: Column ranges of a candidate's features (see :mod:`detgym.envs.box_select.features`).
         self.feature_layout = feature_layout(self.num_classes)
         self.observation_space = spaces.Box(0.0, 1.0, (self.n_max, self._n_columns()), dtype=np.float32)
@@ -150,6 +153,10 @@ class BoxSelectEnvBase(DetectorEnv):
     def _observation(self) -> np.ndarray:
         return self.table.features[self._image].copy()
 
+    def _reward_ap(self, images: np.ndarray, keep: np.ndarray, ap: np.ndarray) -> np.ndarray:
+        """The AP the reward counts: ``ap`` itself, or with absent classes penalised (``absent_classes``)."""
+        return ap if self.absent_classes == "ignore" else self.table.penalize_absent(images, keep, ap)
+
     def _check_running(self) -> None:
         if self._done:
             raise ResetNeeded("call reset() before step(): the episode is over (or has not started)")
@@ -157,13 +164,15 @@ class BoxSelectEnvBase(DetectorEnv):
     def _finish(self, keep: np.ndarray, scores: np.ndarray | None, ignored: int) -> tuple[float, dict]:
         """End the episode with the kept set ``keep`` (bool ``[n_max]``, ranked by ``scores`` or the candidates'):
         its reward and the step's info."""
-        ap = float(self.table.ap(self._images, keep[None], None if scores is None else scores[None])[0])
-        nms_ap = float(self.table.nms_ap[self._image])
-        reward = ap - nms_ap if self.baseline == "nms" else ap
+        ap = self.table.ap(self._images, keep[None], None if scores is None else scores[None])
+        reward_ap = float(self._reward_ap(self._images, keep[None], ap)[0])
+        reward = reward_ap - float(self.nms_reward_ap[self._image]) if self.baseline == "nms" else reward_ap
         self._done = True
-        info = self._step_info(keep, ap, ignored)
+        info = self._step_info(keep, float(ap[0]), ignored)
+        info["reward_ap"] = reward_ap
         if self.logger.enabled:
-            self.logger.scalars("box_select", {"reward": reward, "ap": ap, "nms_ap": nms_ap}, self._episode)
+            self.logger.scalars("box_select", {"reward": reward, "ap": info["ap"], "nms_ap": info["nms_ap"]},
+                                self._episode)
         return reward, info
 
     def _step_info(self, keep: np.ndarray, ap: float, ignored: int) -> dict[str, Any]:
@@ -245,7 +254,11 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
 
     ``image_ap`` (:func:`detgym.metrics.image_ap`: pycocotools' AP of this image alone, IoU .50:.05:.95) of the
     kept candidates with their own scores; ``baseline="nms"`` subtracts the AP of class-wise greedy NMS at
-    ``nms_iou`` (0.5) on the same candidates (``info["nms_ap"]`` either way). An image without ground truth scores
+    ``nms_iou`` (0.5) on the same candidates (``info["nms_ap"]`` either way). pycocotools' per-image AP leaves out
+    the classes without ground truth in the image, so kept boxes of such classes cost nothing there (keeping every
+    candidate scores about as well as NMS per image, and much worse over a dataset); ``absent_classes="penalize"``
+    adds each such class to the per-class mean with AP 0 (``info["reward_ap"]`` is the AP the reward counts,
+    ``info["ap"]`` pycocotools' either way). An image without ground truth scores
     ``image_ap``'s documented no-GT value: the fraction of the 10 IoU thresholds at which the kept set has no false
     positive (1.0 for an empty set, 0.0 if any box is kept). An image without candidates still gives an episode:
     every action keeps nothing (its slots are padding) and scores the AP of the empty set (0, or 1 without GT).
@@ -265,7 +278,7 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     ``reset`` and ``step``: ``image_id`` (COCO id), ``image_index``, ``n_candidates`` and ``candidates`` (the
     real candidates as COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in image
     pixels, in slot order). ``step`` adds ``kept`` (the kept slot indices, a list of ints), ``ap`` (the kept set's AP),
-    ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays, so gymnasium's vector envs
+    ``reward_ap`` (see Rewards), ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays, so gymnasium's vector envs
     can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept
     dicts, restricted to ``image_id``, gives ``ap``.
 
@@ -276,7 +289,8 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     :class:`~detgym.envs.box_select.presets.BoxSelectPreset` field is a keyword argument: the substrate fields
     (``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``,
     ``model_overrides``, ``device``) and ``n_max`` (100), ``split`` (``"train"``, ``"val"``, ``"test"``),
-    ``baseline`` (``"none"``, ``"nms"``), ``nms_iou`` (0.5), ``detector_iterations``, ``detector_seed``. Also:
+    ``baseline`` (``"none"``, ``"nms"``), ``absent_classes`` (``"ignore"``, ``"penalize"``), ``nms_iou`` (0.5),
+    ``detector_iterations``, ``detector_seed``. Also:
 
     * ``strict``: raise on padded slots instead of ignoring them (False);
     * ``cache_dir``: root of the candidate cache (default ``$DETGYM_CACHE`` or ``~/.cache/detgym``);
@@ -338,7 +352,7 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
 
     ## Rewards
 
-    The change of the kept set's per-image AP: ``r_t = AP(S_t) - AP(S_{t-1})`` with ``AP(S_0) := 0``, so the
+    The change of the kept set's per-image AP (``reward_ap``): ``r_t = AP(S_t) - AP(S_{t-1})`` with ``AP(S_0) := 0``, so the
     undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also subtracts the NMS AP,
     and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
 
@@ -403,19 +417,21 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
             else:
                 self._kept[k] = True
                 self._obs[k, -1] = 1.0
-        ap = float(self.table.ap(self._images, self._kept[None])[0])
-        reward = ap - self._ap_prev
-        self._ap_prev = ap
+        ap = self.table.ap(self._images, self._kept[None])
+        reward_ap = float(self._reward_ap(self._images, self._kept[None], ap)[0])
+        ap = float(ap[0])
+        reward = reward_ap - self._ap_prev
+        self._ap_prev = reward_ap
         terminated = stop or bool(self._kept[:n].all())
         truncated = not terminated and self._steps >= self.n_max + 1
         if terminated or truncated:
             self._done = True
             if self.baseline == "nms":
-                reward -= float(self.table.nms_ap[self._image])
+                reward -= float(self.nms_reward_ap[self._image])
             if self.logger.enabled:
                 self.logger.scalars("box_select", {"ap": ap, "nms_ap": float(self.table.nms_ap[self._image])},
                                     self._episode)
-        info = {**self._info, "kept": np.flatnonzero(self._kept[:n]).tolist(), "ap": ap,
+        info = {**self._info, "kept": np.flatnonzero(self._kept[:n]).tolist(), "ap": ap, "reward_ap": reward_ap,
                 "nms_ap": float(self.table.nms_ap[self._image]), "ignored_actions": self._ignored_actions}
         return self._observation(), reward, terminated, truncated, info
 

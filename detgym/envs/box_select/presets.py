@@ -30,14 +30,16 @@ from typing import Any
 from detgym._validation import check_choice
 from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
 
-__all__ = ["BASELINES", "BoxSelectPreset", "PRESETS", "SPLITS", "detector_fields"]
+__all__ = ["ABSENT_CLASSES", "BASELINES", "BoxSelectPreset", "PRESETS", "SPLITS", "detector_fields"]
 
 #: Accepted ``baseline`` values: the reward is the kept set's AP, or that minus the AP of greedy NMS.
 BASELINES: tuple[str, ...] = ("none", "nms")
+#: Accepted ``absent_classes`` values: how the reward treats kept boxes of classes the image has no GT of.
+ABSENT_CLASSES: tuple[str, ...] = ("ignore", "penalize")
 #: Splits an env can draw its images from.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Preset fields that change how the env reads the cache, not what is cached.
-_ENV_ONLY_FIELDS = ("split", "baseline", "nms_iou", "n_max")
+_ENV_ONLY_FIELDS = ("split", "baseline", "nms_iou", "n_max", "absent_classes")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class BoxSelectPreset(Substrate):
     #: ``"none"``: reward = per-image AP of the kept set; ``"nms"``: minus the AP of greedy NMS on the same
     #: candidates (so 0 means "as good as NMS").
     baseline: str = "none"
+    #: ``"ignore"``: the reward is pycocotools' per-image AP (paper 001), which leaves out the classes without GT in the
+    #: image, so their false positives cost nothing there (but cost AP over a dataset); ``"penalize"``: each such
+    #: class among the kept boxes joins the per-class mean with AP 0.
+    absent_classes: str = "ignore"
     #: IoU threshold of the greedy NMS behind ``baseline="nms"`` and ``info["nms_ap"]`` (paper 001: 0.5).
     nms_iou: float = 0.5
     #: Training iterations of the candidate detector (``None``: the recipe's schedule).
@@ -63,6 +69,7 @@ class BoxSelectPreset(Substrate):
         check_positive_int("n_max", self.n_max)
         check_choice("split", self.split, SPLITS)
         check_choice("baseline", self.baseline, BASELINES)
+        check_choice("absent_classes", self.absent_classes, ABSENT_CLASSES)
         iou = self.nms_iou
         if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not (0.0 <= float(iou) <= 1.0) or math.isnan(iou):
             raise ValueError(f"nms_iou must be a number in [0, 1] (paper 001: 0.5), got {iou!r}")

@@ -54,6 +54,7 @@ class ImageTable:
     category_ids: np.ndarray  # int64 [n, n_max]: COCO category id of each slot (0 in padding)
     label_to_category_id: dict[int, int] = field(default_factory=dict)
     prepared: PreparedAP | None = field(default=None, repr=False)
+    gt_classes: np.ndarray | None = None  # bool [n, num_classes + 1]: a non-crowd GT of that label in the image
     _coco: Any = field(default=None, repr=False)
     _coco_results: dict[int, list[dict]] = field(default_factory=dict, repr=False)
 
@@ -77,6 +78,10 @@ class ImageTable:
             features=features, nms_keep=nms_keep, nms_ap=np.zeros(len(counts)), category_ids=lut[labels],
             label_to_category_id=dict(label_to_category_id),
         )
+        gt_classes = np.zeros((len(counts), num_classes + 1), dtype=bool)
+        real = ~split.gt_crowd
+        gt_classes[np.repeat(np.arange(len(counts)), np.diff(split.gt_offsets))[real], split.gt_labels[real]] = True
+        table.gt_classes = gt_classes
         table.prepared = PreparedAP(boxes, scores, labels, counts, table.gt_boxes, split.gt_labels, split.gt_crowd,
                                     split.gt_offsets)
         table.nms_ap = table.ap(np.arange(len(counts)), nms_keep)
@@ -99,6 +104,21 @@ class ImageTable:
             out[b] = image_ap(self.boxes[i, :n], scores[b, :n], self.labels[i, :n], self.gt_boxes[g0:g1],
                               self.gt_labels[g0:g1], keep[b:b + 1, :n], self.gt_crowd[g0:g1])[0]
         return out
+
+    def penalize_absent(self, images: np.ndarray, keep: np.ndarray, ap: np.ndarray) -> np.ndarray:
+        """``ap`` with every class that has kept boxes but no (non-crowd) GT in the image added to the per-class mean
+        with AP 0: ``ap * cv / (cv + n_absent)`` for the ``cv`` classes with GT (unchanged for images without GT,
+        whose no-GT value already counts every kept box)."""
+        images = np.asarray(images, dtype=np.int64)
+        labels = self.labels[images]
+        real = np.arange(self.n_max)[None, :] < self.counts[images][:, None]
+        gt = self.gt_classes[images]
+        absent = keep & real & ~np.take_along_axis(gt, labels, axis=1)
+        seen = np.zeros(gt.shape, dtype=bool)
+        rows, slots = np.nonzero(absent)
+        seen[rows, labels[rows, slots]] = True
+        cv = gt.sum(axis=1)
+        return np.where(cv > 0, ap * cv / np.maximum(cv + seen.sum(axis=1), 1), ap)
 
     def ground_truth(self, i: int) -> dict[str, np.ndarray]:
         """Image ``i``'s ground truth: ``boxes`` float64 ``[G, 4]`` xyxy pixels, ``labels``, ``crowd``."""

@@ -26,9 +26,9 @@ class DetBoxSelectVectorEnv(VectorEnv):
     Spaces, rewards and the image draw are those of the single env (one :class:`DetBoxSelectEnv` holds the
     configuration and the cached table); images are drawn with the vector env's ``np_random``. ``info`` holds
     arrays over the sub-envs (with gymnasium's ``_key`` masks): ``image_id`` and ``image_index`` of the current
-    images, and in ``final_info`` the finished episodes' ``image_id``, ``image_index``, ``ap``, ``nms_ap`` and
-    ``ignored_slots``. The per-box COCO dicts of the single env's ``info["candidates"]`` are left out (they would
-    cost more than the step); ``env.single_env.table`` and ``coco_gt()`` give the same data.
+    images, and in ``final_info`` the finished episodes' ``image_id``, ``image_index``, ``ap``, ``reward_ap``,
+    ``nms_ap`` and ``ignored_slots``. The per-box COCO dicts of the single env's ``info["candidates"]`` are left
+    out (they would cost more than the step); ``env.single_env.table`` and ``coco_gt()`` give the same data.
 
     Args:
         num_envs: images per step.
@@ -74,12 +74,14 @@ class DetBoxSelectVectorEnv(VectorEnv):
             raise ValueError(f"actions[{b}] keeps {int(ignored[b])} padded slot(s) (strict=True)")
         ap = self.table.ap(finished, keep)
         nms_ap = self.table.nms_ap[finished]
-        rewards = ap - nms_ap if self.baseline == "nms" else ap
+        reward_ap = self.single_env._reward_ap(finished, keep, ap)
+        rewards = reward_ap - self.single_env.nms_reward_ap[finished] if self.baseline == "nms" else reward_ap
         final_obs = self._obs
         self._images = self._draw()
         self._obs = self.table.features[self._images]
         done = np.ones(self.num_envs, dtype=bool)
-        final_info = {**self._image_info(finished), "ap": ap, "_ap": done, "nms_ap": nms_ap, "_nms_ap": done,
+        final_info = {**self._image_info(finished), "ap": ap, "_ap": done, "reward_ap": reward_ap, "_reward_ap": done,
+                      "nms_ap": nms_ap, "_nms_ap": done,
                       "ignored_slots": ignored, "_ignored_slots": done}
         info = {**self._image_info(self._images), "final_obs": final_obs, "_final_obs": done,
                 "final_info": final_info, "_final_info": done}
