@@ -123,10 +123,12 @@ def _targets(trainer: Trainer) -> list[tuple[Any, str, str]]:
             (roi.box_head, "forward", "forward"),
             (roi.box_predictor, "forward", "forward"),
         ]
-    else:  # RetinaNet / FCOS: the detector's compute_loss matches, then calls the head's
+    else:  # RetinaNet / FCOS: match_targets (torchvision's path: the detector's compute_loss matches, then calls
+        # the head's compute_loss, which is timed as loss inside it)
         out += [
             (model.head, "forward", "forward"),
             (model.anchor_generator, "forward", "anchors"),
+            (model, "match_targets", "matching"),
             (model, "compute_loss", "matching"),
             (model.head, "compute_loss", "loss"),
         ]
