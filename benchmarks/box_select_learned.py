@@ -9,6 +9,7 @@ whole split (``detgym.metrics.coco_evaluate``). Results go to a JSON file after 
 (agent, seed) pairs are skipped on restart), the summary to CSV and PNG.
 
     python -m benchmarks.box_select_learned                                   # default preset, 20k steps, seed 0
+    python -m benchmarks.box_select_learned --absent-classes penalize --out runs/box_select_learned_penalize.json
     python -m benchmarks.box_select_learned --preset test --timesteps 256 --out /tmp/learned.json   # seconds
 """
 
@@ -48,16 +49,18 @@ class Settings:
     timesteps: int = 20_000
     train_split: str = "train"
     eval_split: str = "test"
+    #: the learners' reward: pycocotools' per-image AP ("ignore", paper 001) or with absent classes penalised
+    absent_classes: str = "ignore"
 
 
-def _env(variant: str, preset: str, split: str) -> Any:
+def _env(variant: str, preset: str, split: str, **kwargs: Any) -> Any:
     import gymnasium as gym
 
     import detgym  # noqa: F401
     from detgym.envs import PRESET_IDS
 
     suffix = {p: sfx for sfx, p in PRESET_IDS["box_select"]}[preset]
-    return gym.make(f"{variant}{suffix}-v0", split=split)
+    return gym.make(f"{variant}{suffix}-v0", split=split, **kwargs)
 
 
 def evaluate(env: Any, agent: Any) -> dict[str, Any]:
@@ -90,7 +93,8 @@ def run_one(settings: dict[str, Any], row: str, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     eval_env = _env(variant, s.preset, s.eval_split)
     if learns:
-        agent = make_agent(name, env=_env(variant, s.preset, s.train_split), seed=seed)
+        agent = make_agent(name, env=_env(variant, s.preset, s.train_split, absent_classes=s.absent_classes),
+                           seed=seed)
         agent.learn(s.timesteps)
     else:
         agent = make_agent(name, env=eval_env, seed=seed)
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timesteps", type=int, default=d.timesteps)
     p.add_argument("--train-split", default=d.train_split)
     p.add_argument("--eval-split", default=d.eval_split)
+    p.add_argument("--absent-classes", default=d.absent_classes, choices=("ignore", "penalize"),
+                   help="reward of the learners (evaluation is the same either way)")
     p.add_argument("--out", default="runs/box_select_learned.json")
     args = p.parse_args(argv)
 
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(1)  # small MLPs: one thread each, the machine is shared
-    s = Settings(args.preset, list(args.seeds), args.timesteps, args.train_split, args.eval_split)
+    s = Settings(args.preset, list(args.seeds), args.timesteps, args.train_split, args.eval_split, args.absent_classes)
     key = {k: v for k, v in asdict(s).items() if k != "seeds"}
     out = Path(args.out)
     saved = json.loads(out.read_text()) if out.exists() else {}
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = summarize(list(runs.values()), s.seeds)
     print(f"\npreset={s.preset} seeds={s.seeds} timesteps={s.timesteps} eval split={s.eval_split} "
+          f"learners' reward absent_classes={s.absent_classes} "
           f"({rows[0]['n_seeds'] if rows else 0} seed(s); COCO stats over the split's kept detections)")
     for r in rows:
         print(f"  {r['row']:>24} ({r['env']:>15})  AP {r['AP']:.4f}  AP50 {r['AP50']:.4f}  AP75 {r['AP75']:.4f}  "

@@ -39,7 +39,8 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "pg_gamma0": {"gamma": 0.0},
     "pg_gamma1": {"gamma": 1.0},
 }
-POSTPROCESS = ("greedy_nms", "soft_nms")
+#: Post-processings of the candidates; the oracle (per GT box its best same-class candidate) marks the headroom.
+POSTPROCESS = ("greedy_nms", "soft_nms", "oracle")
 REFERENCE = ("standard", "greedy_nms")
 
 
@@ -73,8 +74,8 @@ def _substrate(preset: str):
 
 
 def evaluate(model: Any, dataset: Any, soft_rule: str, batch_size: int) -> dict[str, dict[str, float]]:
-    """COCO stats of ``model`` on ``dataset`` with greedy NMS (its own post-processing) and with soft-NMS, both
-    from one pass of candidates."""
+    """COCO stats of ``model`` on ``dataset`` with greedy NMS (its own post-processing), soft-NMS and the
+    ground-truth oracle, all from one pass of candidates."""
     import torch
 
     from agents.nms import coco_detections, postprocess
@@ -90,10 +91,12 @@ def evaluate(model: Any, dataset: Any, soft_rule: str, batch_size: int) -> dict[
             nms += [{k: v.cpu().numpy() for k, v in d.items()} for d in model.postprocess(batch)]
             cands += [{k: c[k].double().cpu().numpy() if k != "labels" else c[k].cpu().numpy()
                        for k in ("boxes", "scores", "labels")} for c in batch]
+    for c, target in zip(cands, dataset.targets):
+        c.update(gt_boxes=target["boxes"].double().numpy(), gt_labels=target["labels"].numpy())
     gt, ids, l2c = dataset.coco_gt(), list(dataset.image_ids), dataset.label_to_category_id
-    soft = postprocess(cands, soft_rule)
     return {"greedy_nms": coco_evaluate(gt, coco_detections(nms, ids, l2c)),
-            "soft_nms": coco_evaluate(gt, coco_detections(soft, ids, l2c))}
+            "soft_nms": coco_evaluate(gt, coco_detections(postprocess(cands, soft_rule), ids, l2c)),
+            "oracle": coco_evaluate(gt, coco_detections(postprocess(cands, "oracle"), ids, l2c))}
 
 
 def run_one(settings: dict[str, Any], method: str, seed: int | None, threads: int | None = None) -> dict[str, Any]:
@@ -148,13 +151,14 @@ def summarize(runs: list[dict], seeds: list[int], n_boot: int) -> list[dict[str,
     rows = []
     trained = by.get(("trained", None))
     if trained is not None:
-        for post in POSTPROCESS:
+        for post in (p for p in POSTPROCESS if p in trained["stats"]):
             rows.append({"method": "trained (no fine-tuning)", "postprocess": post, "n": 1,
                          **{st: trained["stats"][post][st] for st in STATS}})
     ref = {s: by[(REFERENCE[0], s)]["stats"][REFERENCE[1]] for s in seeds if (REFERENCE[0], s) in by}
     for method in METHODS:
-        have = [s for s in seeds if (method, s) in by]
         for post in POSTPROCESS:
+            # runs of an older version of this script have no oracle column
+            have = [s for s in seeds if (method, s) in by and post in by[(method, s)]["stats"]]
             if not have:
                 continue
             row: dict[str, Any] = {"method": method, "postprocess": post, "n": len(have)}
