@@ -56,7 +56,9 @@ def _match_one(matcher: det_utils.Matcher, gt_boxes: Tensor, anchors: Tensor) ->
     return matcher(box_iou(gt_boxes, anchors))
 
 
-def match_batch(matcher: det_utils.Matcher, targets: Sequence[dict[str, Tensor]], anchors: Sequence[Tensor]) -> list[Tensor]:
+def match_batch(
+    matcher: det_utils.Matcher, targets: Sequence[dict[str, Tensor]], anchors: Sequence[Tensor]
+) -> list[Tensor]:
     """``[matcher(box_iou(boxes_i, anchors_i)) for each image]`` (``-1`` for an image without objects), batched.
 
     Args:

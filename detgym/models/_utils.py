@@ -334,8 +334,8 @@ class DenseLevelLossMixin(LevelLossMixin):
             batch.anchors = self.anchor_generator(batch.images, features)  # type: ignore[attr-defined]
             sizes = [f.size(2) * f.size(3) for f in features]
             batch.matched_idxs = self.match_targets(batch.targets, batch.anchors, sizes)
-        losses = self.head.compute_loss(batch.targets, head_outputs, batch.anchors, batch.matched_idxs)  # type: ignore[attr-defined]
-        return dict(losses)
+        head = self.head  # type: ignore[attr-defined]
+        return dict(head.compute_loss(batch.targets, head_outputs, batch.anchors, batch.matched_idxs))
 
     @classmethod
     def _adopt_dense(cls, model: Any, level_names: Sequence[str], head: nn.Module, **settings: Any) -> Any:

@@ -5,8 +5,9 @@ every member detector's own parameters are views into them, so evaluating or exp
 One training iteration runs the backbone and head of all N members as one ``torch.func.vmap`` over
 ``functional_call`` (convolutions become grouped convolutions over N x C channels, BatchNorm / GroupNorm stay per
 member), the head's loss member by member on slices of the stacked outputs (anchors and matching computed once;
-torchvision's GIoU loss indexes with boolean masks, which ``vmap`` cannot batch), one backward, and the optimizer as element-wise tensor ops over the stacked tensors with a per-member learning rate,
-step count and gradient-norm clip. AdamW and SGD follow torch's update formulas (``torch.optim.AdamW`` /
+torchvision's GIoU loss indexes with boolean masks, which ``vmap`` cannot batch), one backward, and the optimizer
+as element-wise tensor ops over the stacked tensors with a per-member learning rate, step count and gradient-norm
+clip. AdamW and SGD follow torch's update formulas (``torch.optim.AdamW`` /
 ``SGD`` with momentum), so a member matches a loop-mode member to float tolerance, not bit for bit (summation
 order); under AMP one dynamic loss scale serves all members (a member whose gradients overflow skips that update,
 as torch's ``GradScaler`` skips a step).

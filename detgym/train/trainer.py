@@ -19,7 +19,9 @@ from .config import TrainConfig
 from .detections import predict_coco
 from .schedule import lr_factor
 
-__all__ = ["MinibatchOrder", "NonFiniteLossError", "StepResult", "Trainer", "backbone_trunk", "predict_coco", "resolve_device"]
+__all__ = [
+    "MinibatchOrder", "NonFiniteLossError", "StepResult", "Trainer", "backbone_trunk", "predict_coco", "resolve_device"
+]
 
 
 class NonFiniteLossError(ValueError):
@@ -329,7 +331,9 @@ class Trainer:
         # foreach: one multi-tensor call per group instead of a Python loop over ~100 parameters (on the CPU torch
         # defaults to the loop); the update is the same, bit for bit
         if cfg.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+            )
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
 
     def _set_lr(self, iteration: int) -> None:

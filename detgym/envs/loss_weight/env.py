@@ -248,7 +248,9 @@ class DetLossWeightEnv(DetectorEnv):
         drawn = self._draw_seeds(2)
         options = {} if options is None else options
         if not isinstance(options, dict) or set(options) - {"model_seed", "train_seed"}:
-            raise ValueError(f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}")
+            raise ValueError(
+                f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}"
+            )
         model_seed, train_seed = (
             drawn_seed if options.get(name) is None else check_seed(f"options['{name}']", options[name])
             for name, drawn_seed in zip(("model_seed", "train_seed"), drawn)

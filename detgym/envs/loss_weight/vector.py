@@ -74,7 +74,8 @@ class DetLossWeightVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if not isinstance(preset, str):
             raise ValueError(
-                f"preset must be one preset name for all sub-envs (they train in lockstep on one recipe), got {preset!r}"
+                "preset must be one preset name for all sub-envs (they train in lockstep on one recipe), "
+                f"got {preset!r}"
             )
         kwargs.pop("max_episode_steps", None)  # gymnasium passes the spec's; every episode ends with its schedule
         kwargs.pop("render_mode", None)
@@ -233,7 +234,9 @@ class DetLossWeightVectorEnv(VectorEnv):
         if options is None:
             return [None] * self.num_envs, None
         if not isinstance(options, dict) or set(options) - {"model_seed", "train_seed"}:
-            raise ValueError(f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}")
+            raise ValueError(
+                f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}"
+            )
         model_seeds = options.get("model_seed")
         if model_seeds is None:
             model_seeds = [None] * self.num_envs
