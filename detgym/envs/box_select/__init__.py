@@ -2,7 +2,7 @@
 
 Modules: ``presets`` (frozen configurations), ``candidates`` (the on-disk cache: the preset's detector trained once
 and its pre-NMS candidates for every image), ``features`` (the per-candidate observation), ``table`` (a split laid
-out for fast episodes), ``reward`` (per-image COCO AP of kept sets, batched over images), ``env`` (the three envs:
+out for fast episodes), ``reward`` (per-image COCO AP of kept sets, prepared once per image), ``env`` (the three envs:
 ``DetBoxSelectEnv``, ``DetBoxSelectSeqEnv``, ``DetBoxRescoreEnv``) and ``vector`` (the native vector env of
 ``DetBoxSelect-v0``). The envs (and torch) load on first use of their names here.
 """

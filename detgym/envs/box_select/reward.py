@@ -134,18 +134,22 @@ def _prepare(d_xyxy, d_score, d_lab, g_xyxy, g_lab, g_crowd, thr_min, rec_thr, a
 
 
 @njit
-def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, match_thr, n_rec,
-               max_det, eps, out):  # pragma: no cover - compiled
-    """``out[b]`` = AP of kept slots ``keep[b]`` of image ``images[b]``: ``image_ap``'s per-subset loop."""
+def _subset_ap(images, keep, index, ints, floats, flags, match_thr, n_rec, max_det, eps, out):  # pragma: no cover
+    """``out[b]`` = AP of kept slots ``keep[b]`` of image ``images[b]``: ``image_ap``'s per-subset loop.
+
+    Image i's prepared data is one block in each packed array (see :class:`PreparedAP`): ``ints`` holds
+    order, pcat, cstart (offsets into the image's cg / civ), cg, npig; ``floats`` civ, wts; ``flags`` d_out, the
+    GT ignore flags, the GT crowd flags.
+    """
     T = match_thr.shape[0]
     max_n = 1
     max_g = 1
     max_c = 1
     for b in range(images.shape[0]):
         i = images[b]
-        max_n = max(max_n, index[i, 5])
-        max_g = max(max_g, index[i, 6])
-        max_c = max(max_c, index[i, 7])
+        max_n = max(max_n, index[i, 3])
+        max_g = max(max_g, index[i, 4])
+        max_c = max(max_c, index[i, 5])
     cnt = np.zeros(max_c, dtype=np.int64)
     basefp = np.zeros(max_c, dtype=np.int64)
     tp = np.zeros(max_c, dtype=np.int64)
@@ -156,37 +160,44 @@ def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, 
     prbuf = np.zeros((max_c, max_g + 2), dtype=np.float64)
     for b in range(images.shape[0]):
         i = images[b]
-        c0 = index[i, 0]
-        s0 = index[i, 1]
-        g0 = index[i, 2]
-        k0 = index[i, 3]
-        w0 = index[i, 4]
-        N = index[i, 5]
-        G = index[i, 6]
-        C = index[i, 7]
-        cv = index[i, 8]
+        N = index[i, 3]
+        G = index[i, 4]
+        C = index[i, 5]
+        cv = index[i, 6]
+        nc = index[i, 7]
+        o = index[i, 0]
+        order = ints[o:o + N]
+        pcat = ints[o + N:o + 2 * N]
+        cstart = ints[o + 2 * N:o + 3 * N + 1]
+        cg = ints[o + 3 * N + 1:o + 3 * N + 1 + nc]
+        npig = ints[o + 3 * N + 1 + nc:o + 3 * N + 1 + nc + C]
+        f = index[i, 1]
+        civ = floats[f:f + nc]
+        wts = floats[f + nc:f + nc + C * (G + 2)]
+        g = index[i, 2]
+        d_out = flags[g:g + N]
+        gig = flags[g + N:g + N + G]
+        gcr = flags[g + N + G:g + N + 2 * G]
         walk_all = cv == 0
         stride = G + 2
-        gig = gig_o[g0:g0 + G]
-        gcr = gcr_o[g0:g0 + G]
         for c in range(C):
             cnt[c] = 0
             basefp[c] = 0
         na = 0
         for p in range(N):
-            if not keep[b, order[c0 + p]]:
+            if not keep[b, order[p]]:
                 continue
-            c = pcat[c0 + p]
-            if not walk_all and npig[k0 + c] == 0:
+            c = pcat[p]
+            if not walk_all and npig[c] == 0:
                 continue
             cnt[c] += 1
             if cnt[c] > max_det:
                 continue
-            if cstart[s0 + p + 1] > cstart[s0 + p]:
+            if cstart[p + 1] > cstart[p]:
                 act[na] = p
                 actb[na] = basefp[c]
                 na += 1
-            elif not d_out[c0 + p]:
+            elif not d_out[p]:
                 basefp[c] += 1
         if walk_all:
             fp = 0
@@ -206,10 +217,10 @@ def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, 
                 xfp[c] = 0
             for a in range(na):
                 p = act[a]
-                c = pcat[c0 + p]
-                m = match_detection(cstart[s0 + p], cstart[s0 + p + 1], cg, civ, gm, gcr, gig, thr)
+                c = pcat[p]
+                m = match_detection(cstart[p], cstart[p + 1], cg, civ, gm, gcr, gig, thr)
                 if m == -1:
-                    if not d_out[c0 + p]:
+                    if not d_out[p]:
                         xfp[c] += 1
                     continue
                 gm[m] = True
@@ -226,14 +237,14 @@ def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, 
                     clean += 1
                 continue
             for c in range(C):
-                if npig[k0 + c] == 0:
+                if npig[c] == 0:
                     continue
                 run = 0.0
                 s = 0.0
                 for n in range(tp[c], 0, -1):
                     if prbuf[c, n] > run:
                         run = prbuf[c, n]
-                    s += wts[w0 + c * stride + n] * run
+                    s += wts[c * stride + n] * run
                 total += s
         if walk_all:
             out[b] = clean / T
@@ -245,6 +256,9 @@ def _subset_ap(images, keep, index, order, pcat, d_out, cstart, cg, civ, gig_o, 
 class PreparedAP:
     """``image_ap`` (``no_gt="reward"``) of any kept subset of a split's fixed candidates, prepared per image.
 
+    Each image's prepared data is one contiguous block in each of three packed arrays (integers, floats, flags), so a
+    step touches few cache lines per image.
+
     Args:
         boxes: float64 ``[n, n_max, 4]`` padded candidates (xyxy pixels; finite, x2 >= x1, y2 >= y1);
         scores: float64 ``[n, n_max]``; labels: int64 ``[n, n_max]``; counts: int64 ``[n]`` real candidates;
@@ -253,37 +267,36 @@ class PreparedAP:
 
     def __init__(self, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, counts: np.ndarray,
                  gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_crowd: np.ndarray, gt_offsets: np.ndarray) -> None:
+        if (np.diff(MATCH_THRESHOLDS) <= 0).any():  # pragma: no cover - a COCO constant
+            raise ValueError("the IoU thresholds must increase")
         prepare = _prepare if use_numba() else getattr(_prepare, "py_func", _prepare)
         n_images = counts.shape[0]
-        index = np.zeros((n_images, 9), dtype=np.int64)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("order", "pcat", "d_out", "cstart", "cg", "civ",
-                                                                "gig_o", "gcr_o", "npig", "wts")}
-        sizes = dict.fromkeys(parts, 0)
+        #: Per image: offsets of its blocks in ints / floats / flags, then N, G, C (categories), cv, nc.
+        self.index = np.zeros((n_images, 8), dtype=np.int64)
+        ints, floats, flags = [], [], []
+        sizes = [0, 0, 0]
         thr_min = float(MATCH_THRESHOLDS.min())
         for i in range(n_images):
             n, g0, g1 = int(counts[i]), int(gt_offsets[i]), int(gt_offsets[i + 1])
-            res = prepare(np.ascontiguousarray(boxes[i, :n]), np.ascontiguousarray(scores[i, :n]),
-                          np.ascontiguousarray(labels[i, :n]), np.ascontiguousarray(gt_boxes[g0:g1]),
-                          np.ascontiguousarray(gt_labels[g0:g1]), np.ascontiguousarray(gt_crowd[g0:g1]), thr_min,
-                          RECALL_THRESHOLDS, _AREA_HI)
-            order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, cv = res
-            index[i] = (sizes["order"], sizes["cstart"], sizes["gig_o"], sizes["npig"], sizes["wts"], n, g1 - g0,
-                        npig.shape[0], cv)
-            cstart = cstart + sizes["cg"]  # global positions in cg / civ
-            for key, arr in zip(parts, (order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts.ravel())):
-                parts[key].append(arr)
-                sizes[key] += arr.shape[0]
-        dtypes = {"order": np.int64, "pcat": np.int64, "d_out": np.bool_, "cstart": np.int64, "cg": np.int64,
-                  "civ": np.float64, "gig_o": np.bool_, "gcr_o": np.bool_, "npig": np.int64, "wts": np.float64}
-        #: Per image: offsets into order / cstart / GT flags / npig / wts, then N, G, C (categories), cv.
-        self.index = index
-        for key, arrs in parts.items():
-            setattr(self, key, np.concatenate(arrs).astype(dtypes[key]) if arrs else np.zeros(0, dtypes[key]))
+            order, pcat, d_out, cstart, cg, civ, gig_o, gcr_o, npig, wts, cv = prepare(
+                np.ascontiguousarray(boxes[i, :n]), np.ascontiguousarray(scores[i, :n]),
+                np.ascontiguousarray(labels[i, :n]), np.ascontiguousarray(gt_boxes[g0:g1]),
+                np.ascontiguousarray(gt_labels[g0:g1]), np.ascontiguousarray(gt_crowd[g0:g1]), thr_min,
+                RECALL_THRESHOLDS, _AREA_HI)
+            self.index[i] = (*sizes, n, g1 - g0, npig.shape[0], cv, cg.shape[0])
+            blocks = (np.concatenate([order, pcat, cstart, cg, npig]).astype(np.int64),
+                      np.concatenate([civ, wts.ravel()]).astype(np.float64),
+                      np.concatenate([d_out, gig_o, gcr_o]).astype(np.bool_))
+            for k, (packed, block) in enumerate(zip((ints, floats, flags), blocks)):
+                packed.append(block)
+                sizes[k] += block.shape[0]
+        self.ints = np.concatenate(ints) if ints else np.zeros(0, dtype=np.int64)
+        self.floats = np.concatenate(floats) if floats else np.zeros(0, dtype=np.float64)
+        self.flags = np.concatenate(flags) if flags else np.zeros(0, dtype=np.bool_)
         # the backend is chosen once: DETGYM_NO_NUMBA set when the table is built selects the Python kernel
         self._kernel = _subset_ap if use_numba() else getattr(_subset_ap, "py_func", _subset_ap)
-        self._args = (self.index, self.order, self.pcat, self.d_out, self.cstart, self.cg, self.civ, self.gig_o,
-                      self.gcr_o, self.npig, self.wts, MATCH_THRESHOLDS, int(RECALL_THRESHOLDS.shape[0]),
-                      int(MAX_DETS[-1]), float(EPS))
+        self._args = (self.index, self.ints, self.floats, self.flags, MATCH_THRESHOLDS,
+                      int(RECALL_THRESHOLDS.shape[0]), int(MAX_DETS[-1]), float(EPS))
 
     def __call__(self, images: np.ndarray, keep: np.ndarray) -> np.ndarray:
         """Per-image AP of kept slots ``keep`` (C-contiguous bool ``[B, n_max]``) of images ``images`` (int64
