@@ -87,7 +87,8 @@ class BoxRuleAgent(Agent):
         """One observation's real candidates (normalised boxes, scores, labels 1..C)."""
         lay = self.layout
         n = int((obs[:, lay["valid"]][:, 0] > 0.5).sum())
-        return {"boxes": obs[:n, lay["box"]].astype(np.float64), "scores": obs[:n, lay["score"]][:, 0].astype(np.float64),
+        return {"boxes": obs[:n, lay["box"]].astype(np.float64),
+                "scores": obs[:n, lay["score"]][:, 0].astype(np.float64),
                 "labels": obs[:n, lay["class"]].argmax(axis=1) + 1}
 
     def _act(self, batch: Any, deterministic: bool, action_masks: np.ndarray | None) -> np.ndarray:
@@ -128,7 +129,8 @@ class OracleAgent(BoxRuleAgent):
 
     def _act(self, batch: Any, deterministic: bool, action_masks: np.ndarray | None) -> np.ndarray:
         if len(batch) != 1:
-            raise ValueError(f"the oracle acts in one env (it reads that env's ground truth), got a batch of {len(batch)}")
+            raise ValueError(f"the oracle acts in one env (it reads that env's ground truth), "
+                             f"got a batch of {len(batch)}")
         return super()._act(batch, deterministic, action_masks)
 
     def _candidates(self, obs: np.ndarray) -> dict[str, np.ndarray]:

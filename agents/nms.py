@@ -201,7 +201,8 @@ def postprocess(candidates: Sequence[Mapping[str, Any]], rule: str, **params: An
         scores = fn(c, **params)
         kept = np.flatnonzero(scores > 0)
         kept = kept[np.argsort(-scores[kept], kind="stable")]
-        out.append({"boxes": np.asarray(c["boxes"])[kept], "scores": scores[kept], "labels": np.asarray(c["labels"])[kept]})
+        out.append({"boxes": np.asarray(c["boxes"])[kept], "scores": scores[kept],
+                    "labels": np.asarray(c["labels"])[kept]})
     return out
 
 

@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
           "CartPole's single-env steps/s   [target >= 2x]")
     if "pg_iteration" in result:
         pg = result["pg_iteration"]
-        print(f"  PG fine-tuning iteration:               {pg['pg_s_per_it']:.3f} s vs standard {pg['standard_s_per_it']:.3f} s"
-              f" = {pg['ratio']:.3f}x   [target <= 1.10x] (batch {pg['batch_size']})")
+        print(f"  PG fine-tuning iteration:               {pg['pg_s_per_it']:.3f} s vs standard "
+              f"{pg['standard_s_per_it']:.3f} s = {pg['ratio']:.3f}x   [target <= 1.10x] (batch {pg['batch_size']})")
     print(f"wrote {args.out}")
     return 0
 

@@ -21,7 +21,6 @@ from agents.registry import agent_names
 from agents.rollout import run_episode
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
-from detgym.envs.box_select.env import DetBoxSelectEnv
 from detgym.envs.substrate import LoadedSubstrate
 from detgym.metrics.reference import pycocotools_stats
 

@@ -139,7 +139,8 @@ def test_select_reward_is_pycocotools_ap(env, kw):
             assert nms_env.step(keep)[1] == pytest.approx(reward - step["nms_ap"], abs=1e-12)
         # info["nms_ap"] is the AP of class-wise greedy NMS at 0.5 on the same candidates
         c = env.candidate_arrays()
-        nms = [info["candidates"][k] for k in np.flatnonzero(greedy_nms_keep(c["boxes"], c["scores"], c["labels"], 0.5))]
+        nms_keep = greedy_nms_keep(c["boxes"], c["scores"], c["labels"], 0.5)
+        nms = [info["candidates"][k] for k in np.flatnonzero(nms_keep)]
         if env.ground_truth()["labels"].size:
             assert env.table.nms_ap[i] == pytest.approx(pycoco_ap(coco, info["image_id"], nms), abs=1e-12)
     assert checked >= 10

@@ -137,7 +137,8 @@ def test_sigmoid_heads(family, substrate):
     with torch.no_grad():
         top = [c for c in det.candidates(images)]
     first = [int(torch.nonzero((c["boxes"][:, 2:] - c["boxes"][:, :2] > 0.5).all(1))[0]) for c in top]  # not flat
-    targets = [{"boxes": c["boxes"][j:j + 1].clone(), "labels": c["labels"][j:j + 1].clone()} for c, j in zip(top, first)]
+    targets = [{"boxes": c["boxes"][j:j + 1].clone(), "labels": c["labels"][j:j + 1].clone()}
+               for c, j in zip(top, first)]
     model = PolicyGradientDetector(det.train(), PGConfig(gamma=0.5, k=4))
     losses = model.level_losses(images, targets)
     standard = det.level_losses(images, targets)  # no sampling in the dense losses: the same numbers

@@ -13,11 +13,12 @@ run NMS on, highest score first) are computed once for every image of every spli
 The keys hash the resolved fields that change the result (:func:`~detgym.envs.box_select.presets.detector_fields`,
 the digits generator version and :data:`FORMAT_VERSIONS`), so a changed preset never reads stale arrays, and the
 candidates of several ``n_max`` share one detector. A split's file also holds the observation features of its
-candidates (:mod:`~detgym.envs.box_select.features`), so a later ``make`` only reads them. Everything is plain arrays (``np.load(allow_pickle=False)``:
-a shared cache cannot run code) written atomically (a temporary directory renamed into place). A reader checks
-the manifest (format, key, SHA-256 of every file) and the arrays' shapes before using anything; a cache that fails
-a check is moved aside and rebuilt, never half-read. Builds of the same key in several processes (a vector env's
-workers) wait for one another on a lock file instead of training the detector twice.
+candidates (:mod:`~detgym.envs.box_select.features`), so a later ``make`` only reads them. Everything is plain
+arrays (``np.load(allow_pickle=False)``: a shared cache cannot run code) written atomically (a temporary directory
+renamed into place). A reader checks the manifest (format, key, SHA-256 of every file) and the arrays' shapes before
+using anything; a cache that fails a check is moved aside and rebuilt, never half-read. Builds of the same key in
+several processes (a vector env's workers) wait for one another on a lock file instead of training the detector
+twice.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class SplitCandidates:
     def _check(self) -> None:
         n = len(self)
         for offsets, rows, what in ((self.cand_offsets, self.boxes, "cand"), (self.gt_offsets, self.gt_boxes, "gt")):
-            if offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != rows.shape[0] or (np.diff(offsets) < 0).any():
+            if (offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != rows.shape[0]
+                    or (np.diff(offsets) < 0).any()):
                 raise CacheError(f"{what}_offsets do not index the {what} rows")
         m, g = self.boxes.shape[0], self.gt_boxes.shape[0]
         if self.boxes.shape != (m, 4) or self.scores.shape != (m,) or self.labels.shape != (m,):
@@ -185,8 +187,9 @@ def _read_entry(directory: Path, kind: str, key: str) -> tuple[dict[str, Any], d
         raise CacheError(f"{directory} has no manifest.json") from None
     except (OSError, ValueError) as exc:
         raise CacheError(f"{directory}/manifest.json is unreadable: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSIONS[kind] or manifest.get("kind") != kind \
-            or manifest.get("key") != key or not isinstance(manifest.get("files"), dict):
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSIONS[kind]
+            or manifest.get("kind") != kind or manifest.get("key") != key
+            or not isinstance(manifest.get("files"), dict)):
         raise CacheError(f"{directory}/manifest.json does not describe this {kind} (stale or foreign)")
     arrays: dict[str, dict[str, np.ndarray]] = {}
     for name, digest in manifest["files"].items():

@@ -82,7 +82,8 @@ class BoxSelectEnvBase(DetectorEnv):
         self.config: BoxSelectPreset
         self.strict = _check_bool("strict", strict)
         self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
-        self.table = load_table(self.config, self.substrate, cache_dir=cache_dir, progress=_check_bool("progress", progress))
+        self.table = load_table(self.config, self.substrate, cache_dir=cache_dir,
+                                progress=_check_bool("progress", progress))
         self.n_max = int(self.config.n_max)
         self.num_classes = self.table.num_classes
         self.split = self.config.split
@@ -278,8 +279,9 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     ``reset`` and ``step``: ``image_id`` (COCO id), ``image_index``, ``n_candidates`` and ``candidates`` (the
     real candidates as COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in image
     pixels, in slot order). ``step`` adds ``kept`` (the kept slot indices, a list of ints), ``ap`` (the kept set's AP),
-    ``reward_ap`` (see Rewards), ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays, so gymnasium's vector envs
-    can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept
+    ``reward_ap`` (see Rewards), ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays,
+    so gymnasium's vector envs can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO
+    ground truth: pycocotools on it and the kept
     dicts, restricted to ``image_id``, gives ``ap``.
 
     ## Arguments
@@ -324,7 +326,10 @@ def keep_mask(action: Any, shape: tuple[int, ...], name: str = "action") -> np.n
     if a.dtype.kind == "b":
         return a
     # one pass for the usual int8 (MultiBinary.sample) / uint8 masks: negatives wrap to >= 128
-    bad = (a.view(np.uint8) > 1).any() if a.dtype.itemsize == 1 and a.dtype.kind != "f" else not ((a == 0) | (a == 1)).all()
+    if a.dtype.itemsize == 1 and a.dtype.kind != "f":
+        bad = (a.view(np.uint8) > 1).any()
+    else:
+        bad = not ((a == 0) | (a == 1)).all()
     if bad:
         raise ValueError(f"{name} must hold only 0 and 1 (a keep-mask), got values {np.unique(a)[:5].tolist()}")
     return a != 0
@@ -352,7 +357,8 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
 
     ## Rewards
 
-    The change of the kept set's per-image AP (``reward_ap``): ``r_t = AP(S_t) - AP(S_{t-1})`` with ``AP(S_0) := 0``, so the
+    The change of the kept set's per-image AP (``reward_ap``): ``r_t = AP(S_t) - AP(S_{t-1})`` with
+    ``AP(S_0) := 0``, so the
     undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also subtracts the NMS AP,
     and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
 

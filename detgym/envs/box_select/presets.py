@@ -71,7 +71,7 @@ class BoxSelectPreset(Substrate):
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("absent_classes", self.absent_classes, ABSENT_CLASSES)
         iou = self.nms_iou
-        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not (0.0 <= float(iou) <= 1.0) or math.isnan(iou):
+        if isinstance(iou, bool) or not isinstance(iou, (int, float)) or math.isnan(iou) or not 0.0 <= iou <= 1.0:
             raise ValueError(f"nms_iou must be a number in [0, 1] (paper 001: 0.5), got {iou!r}")
         if self.detector_iterations is not None:
             check_positive_int("detector_iterations", self.detector_iterations)

@@ -65,7 +65,8 @@ class ImageTable:
         boxes, scores = boxes.astype(np.float64), scores.astype(np.float64)
         features = split.features
         if features.shape[1:] != (n_max, n_features(num_classes)):
-            raise CacheError(f"cached features have shape {features.shape[1:]}, expected {(n_max, n_features(num_classes))}")
+            expected = (n_max, n_features(num_classes))
+            raise CacheError(f"cached features have shape {features.shape[1:]}, expected {expected}")
         nms_keep = np.zeros(scores.shape, dtype=bool)
         for i, n in enumerate(counts):
             nms_keep[i, :n] = greedy_nms_keep(boxes[i, :n], scores[i, :n], labels[i, :n], nms_iou)
@@ -126,7 +127,8 @@ class ImageTable:
         return {"boxes": self.gt_boxes[g0:g1], "labels": self.gt_labels[g0:g1], "crowd": self.gt_crowd[g0:g1]}
 
     def candidates(self, i: int) -> dict[str, np.ndarray]:
-        """Image ``i``'s real candidates in slot order: ``boxes`` float64 ``[n, 4]`` xyxy pixels, ``scores``, ``labels``."""
+        """Image ``i``'s real candidates in slot order: ``boxes`` float64 ``[n, 4]`` xyxy pixels, ``scores``,
+        ``labels``."""
         n = self.counts[i]
         return {"boxes": self.boxes[i, :n], "scores": self.scores[i, :n], "labels": self.labels[i, :n]}
 

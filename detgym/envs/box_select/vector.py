@@ -108,7 +108,8 @@ class DetBoxSelectVectorEnv(VectorEnv):
         index = np.asarray(options["image_index"])
         n = len(self.table)
         if index.shape != (self.num_envs,) or index.dtype.kind not in "iu" or (index < 0).any() or (index >= n).any():
-            raise ValueError(f"image_index must be {self.num_envs} integers in 0..{n - 1}, got {options['image_index']!r}")
+            raise ValueError(f"image_index must be {self.num_envs} integers in 0..{n - 1}, "
+                             f"got {options['image_index']!r}")
         return index.astype(np.int64)
 
     def _image_info(self, images: np.ndarray) -> dict[str, np.ndarray]:
