@@ -208,10 +208,11 @@ def run_compare(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # the parent builds each env once; runs set their own count
-    from benchmarks.harness.execute import WorkerDied, execute
+    from benchmarks.harness.execute import WorkerDied, check_backend, execute
     from benchmarks.harness.grid import build_grid, check_same_configuration, resolve_env
     from benchmarks.harness.store import RunFile, check_writable, read_runs
 
+    check_backend(args.backend, args.ray_address)
     envs = [resolve_env(env_id, _kwargs_for(env_id, args.env_kwargs, args.env)) for env_id in args.env]
     plan = _plan(args, envs)
     out = check_writable(args.out)

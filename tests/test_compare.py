@@ -144,6 +144,8 @@ def test_bad_input_is_one_line_before_any_run(done, tmp_path, capsys):
     assert "unknown agent 'sac'; accepted: uniform" in _error(_argv(out, agents="uniform,sac"), capsys)
     assert "agent 'dqn' does not fit DetLossWeightContinuous-Test-v0; agents that fit: random, ppo" in _error(
         ["--env", "DetLossWeightContinuous-Test-v0", "--agents", "dqn", "--out", str(out)], capsys)
+    ray_error = _error([*_argv(out), "--backend", "ray", "--ray-address", "127.0.0.1:1"], capsys)
+    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in ray_error or "needs Ray" in ray_error
     assert not out.exists()
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -29,7 +29,7 @@ from benchmarks.harness.grid import RunSpec
 from benchmarks.harness.run import run_one
 from benchmarks.harness.store import RunFile
 
-__all__ = ["BACKENDS", "Outcome", "WorkerDied", "execute"]
+__all__ = ["BACKENDS", "Outcome", "WorkerDied", "check_backend", "execute"]
 
 #: Accepted ``--backend`` values.
 BACKENDS: tuple[str, ...] = ("process", "ray")
@@ -96,7 +96,7 @@ def _init_worker(threads: int, lifeline: Connection) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    # imported once per worker here, so that no run's wall time includes them
+    # already there in a forkserver's workers; a spawned worker imports them here, not inside a run's wall time
     import detgym  # noqa: F401
     import sb3_contrib  # noqa: F401
     import stable_baselines3  # noqa: F401
@@ -153,7 +153,7 @@ def _collect(spec: RunSpec, result: Callable[[], dict[str, Any]], progress: _Pro
     except BrokenProcessPool:
         # a worker died (killed, out of memory): nothing more will arrive
         raise WorkerDied("a worker process died (killed or out of memory); the finished runs are saved: run the "
-                           "same command again to resume") from None
+                         "same command again to resume") from None
     except Exception as err:  # noqa: BLE001
         progress.failed(spec, err)
     else:
@@ -161,11 +161,29 @@ def _collect(spec: RunSpec, result: Callable[[], dict[str, Any]], progress: _Pro
 
 
 # ------------------------------------------------------------------------------------------------------- Ray
-def _run_ray(specs: Sequence[RunSpec], progress: _Progress, workers: int, address: str | None) -> None:
+def check_backend(backend: str, ray_address: str | None) -> None:
+    """One-line ValueError, before any run, for an unknown backend, Ray missing, or a ``HOST:PORT`` Ray address
+    that accepts no connection (``ray.init`` would retry it for minutes)."""
+    import socket
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not supported; accepted: {', '.join(BACKENDS)}")
+    if backend != "ray":
+        return
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         raise ValueError("--backend ray needs Ray: pip install -e '.[ray]'") from None
+    host, _, port = (ray_address or "").rpartition(":")
+    if host and port.isdigit() and "://" not in ray_address:
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as err:
+            raise ValueError(f"--ray-address {ray_address}: no Ray cluster answers there ({err})") from None
+
+
+def _run_ray(specs: Sequence[RunSpec], progress: _Progress, workers: int, address: str | None) -> None:
+    import ray
 
     started = not ray.is_initialized()
     if started:
