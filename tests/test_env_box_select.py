@@ -396,7 +396,7 @@ def test_learners_run_on_every_variant(kw):
 def test_prepared_ap_is_image_ap():
     """The env's prepared reward equals image_ap on crowd GTs, images without GT or candidates, tied scores and
     more than 100 same-class detections (COCO's maxDets)."""
-    from detgym.envs.box_select.reward import PreparedAP
+    from detgym.metrics.prepared_ap import PreparedAP
     from detgym.metrics import image_ap
 
     rng = np.random.default_rng(0)

@@ -3,7 +3,8 @@
 - ``coco_evaluate(gt, detections)``: pycocotools' 12 COCO bbox stats, exactly, much faster (module
   ``coco``).
 - ``image_ap(...)``: per-image COCO AP of K candidate subsets at once, the box-selection reward of paper
-  001 (module ``image_ap``).
+  001 (module ``image_ap``); ``prepared_ap.PreparedAP`` runs its subset-independent part once per image, for
+  envs whose candidates never change (DetBoxSelect).
 - ``sequence_accuracy`` / ``detections_to_string`` / ``predictions_to_strings``: the left-to-right
   digit strings of paper 004 (module ``sequence``).
 - ``reference``: the same numbers from pycocotools / faster-coco-eval, for tests and benchmarks.

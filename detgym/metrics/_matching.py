@@ -4,7 +4,7 @@
 one function keeps the two metrics from drifting apart. Called from a kernel, numba compiles it into
 the caller and LLVM inlines it, so sharing it costs nothing on the hot path (see ``match_detection``
 for the shape this needs). numba's on-disk cache only watches the file that defines a kernel: after
-editing this file, touch ``coco.py`` and ``image_ap.py`` so their cached kernels are recompiled.
+editing this file, touch ``coco.py``, ``image_ap.py`` and ``prepared_ap.py`` so their cached kernels are recompiled.
 """
 
 from __future__ import annotations

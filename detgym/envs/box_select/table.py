@@ -18,7 +18,7 @@ from .candidates import CacheError, SplitCandidates
 from .features import n_features, pad_split
 from detgym.metrics import image_ap
 
-from .reward import PreparedAP
+from detgym.metrics.prepared_ap import PreparedAP
 
 __all__ = ["ImageTable", "greedy_nms_keep"]
 

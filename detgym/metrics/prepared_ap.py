@@ -1,4 +1,4 @@
-"""Per-image COCO AP of kept candidate sets, prepared once per image: the env's reward at a few µs per image.
+"""Per-image COCO AP of kept candidate sets, prepared once per image: DetBoxSelect's reward at a few µs per image.
 
 The reward of paper 001 (eq. 5) is the per-image COCO AP of the kept boxes, :func:`detgym.metrics.image_ap`.
 ``image_ap`` spends most of a call on what depends only on the image's candidates and ground truth (box checks,
@@ -10,8 +10,8 @@ part, for one image (single env) or a batch of B images in one compiled call (th
 match is the very function ``image_ap`` uses (:func:`detgym.metrics._matching.match_detection`); the tests compare
 every image of a split with ``image_ap``.
 
-numba's on-disk cache watches only this file: after editing ``detgym/metrics/_matching.py`` or ``_boxes.py``,
-touch this file too (as ``coco.py`` and ``image_ap.py``) so the cached kernels are recompiled.
+numba's on-disk cache watches only the file that defines a kernel: after editing ``_matching.py`` or ``_boxes.py``,
+touch this file, ``coco.py`` and ``image_ap.py`` so the cached kernels are recompiled.
 """
 
 from __future__ import annotations
