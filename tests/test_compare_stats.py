@@ -1,4 +1,4 @@
-"""The comparison's statistics: hand-computed values on tiny fixed cases, and rliable's numbers where it is installed."""
+"""The comparison's statistics: hand-computed values on tiny fixed cases, and rliable's numbers where installed."""
 
 from __future__ import annotations
 
