@@ -242,7 +242,8 @@ def run_compare(args: argparse.Namespace) -> int:
         return 130
     keys = {s.key for s in specs}
     records = [r for k, r in read_runs(run_file.path).records.items() if k in keys]
-    own = sum(r["wall_s"] for r in records if r["key"] in {s.key for s in todo})
+    ran = {s.key for s in todo}
+    own = sum(r["wall_s"] for r in records if r["key"] in ran)
     print(f"{outcome.finished} run(s) in {outcome.wall_s:.1f} s wall ({own:.1f} s of runs' own time, "
           f"{args.workers} worker(s)); {len(outcome.failed)} failed")
     if records:
