@@ -2,8 +2,8 @@
 
 * :func:`plot_scores`: per env, every agent's final AP (the return where an env reports no AP) as its IQM and
   mean with 95% stratified bootstrap intervals (the summary rows of :mod:`benchmarks.harness.report`);
-* :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps, one
-  thin line per seed and their mean;
+* :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps (a moving
+  average where there are many episodes), one thin line per seed and their mean;
 * :func:`plot_action_frequencies`: for discrete actions, what each agent chose as it learned: the probabilities of
   agents that expose them (RLO, over the decisions of its evaluated episode, which is its training: RLO learns
   online, eq. 8-9 of paper 000) beside the learning agents' action frequencies over their training timesteps
@@ -83,6 +83,14 @@ def _records_by_env_agent(records: Sequence[Mapping[str, Any]]) -> dict[tuple[st
     return groups
 
 
+def _smoothed(x: np.ndarray, y: np.ndarray, points: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """A moving average over ``len / points`` episodes (one-step episodes, DetBoxSelect's, come by thousands)."""
+    window = max(1, len(y) // points)
+    if window == 1:
+        return x, y
+    return x[window - 1:], np.convolve(y, np.ones(window) / window, mode="valid")
+
+
 def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
     """Training-episode return against timesteps of every learning agent, per env."""
     curves = {k: v for k, v in _records_by_env_agent(records).items()
@@ -100,14 +108,14 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
             for r in runs:
                 eps = r["train"]["episodes"] if r.get("train") else []
                 if eps:
-                    x, y = np.array([e["timesteps"] for e in eps]), np.array([e["return"] for e in eps])
+                    x, y = _smoothed(np.array([e["timesteps"] for e in eps]), np.array([e["return"] for e in eps]))
                     ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
                     lines.append((x, y))
             grid = np.linspace(max(x[0] for x, _ in lines), min(x[-1] for x, _ in lines), 50)
             mean = np.mean([np.interp(grid, x, y) for x, y in lines], axis=0)
             ax.plot(grid, mean, color=color, linewidth=2, label=f"{agent} (mean of {len(lines)})")
         ax.set_xlabel("training timesteps")
-        ax.set_ylabel("training episode return")
+        ax.set_ylabel("training episode return (moving average)")
         ax.set_title(env_id, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
