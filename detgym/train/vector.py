@@ -209,7 +209,8 @@ def member_memory_bytes(model: nn.Module, images: list, targets: list, optimizer
 
     was_training = model.training
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    # the caller's random stream is left alone (Faster R-CNN samples anchors and RoIs)
+    with torch.random.fork_rng(devices=[]), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         losses = model.level_losses(images, targets)
     del losses
     model.train(was_training)

@@ -96,6 +96,11 @@ class DetLossWeightEnv(DetectorEnv):
     all weights 1 (the paper initialises ``w_i = 1`` and decides first after ``alpha`` iterations). The first
     observation holds that interval's ``L_{i,1}`` and ``Var_{i,1}``, ``Var_{i,0} = 1`` (paper) and
     ``L_{i,0} = L_{i,1}`` (so the reward "before" the first action is 0, like the paper's initial R).
+    ``reset(options={"model_seed": m, "train_seed": t})`` (either key optional) replaces the drawn seeds of the
+    detector's initialisation and of the trainer's minibatch order; the reset ``info`` reports both
+    (``model_seed``, ``train_seed``). ``gymnasium.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``
+    trains N such envs in lockstep on one minibatch order
+    (:class:`~detgym.envs.loss_weight.vector.DetLossWeightVectorEnv`).
 
     ## Episode End
 
