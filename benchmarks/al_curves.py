@@ -60,9 +60,11 @@ class Settings:
     overrides: dict[str, Any] = field(default_factory=dict)
     workers: int = 2
     threads: int = 1
-    #: MGRAL: build-table episodes (records per cycle) before it learns, and its REINFORCE steps (one per cycle)
-    table_episodes: int = 6
-    mgral_steps: int = 20
+    #: MGRAL: build-table episodes (records per cycle) before it learns, and its REINFORCE steps (one per cycle);
+    #: --quick: 3 and 10 (a mechanism check: the table then has one record per initial set and cycle, so MGRAL's
+    #: rewards are measured, and 10 steps barely move its policy)
+    table_episodes: int = 12
+    mgral_steps: int = 50
     mgral_seed: int = 0
     out: str = "runs/al_curves"
 
@@ -302,8 +304,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--overrides", type=json.loads, default={}, help='preset fields as JSON, e.g. \'{"cycles": 3}\'')
     p.add_argument("--workers", type=int, default=defaults.workers)
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per worker")
-    p.add_argument("--table-episodes", type=int, default=defaults.table_episodes)
-    p.add_argument("--mgral-steps", type=int, default=defaults.mgral_steps)
+    p.add_argument("--table-episodes", type=int, default=None, help=f"default {defaults.table_episodes}, --quick 3")
+    p.add_argument("--mgral-steps", type=int, default=None, help=f"default {defaults.mgral_steps}, --quick 10")
     p.add_argument("--mgral-seed", type=int, default=defaults.mgral_seed)
     p.add_argument("--out", default=defaults.out)
     a = p.parse_args(argv)
@@ -313,8 +315,10 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         p.error(f"unknown strategies {unknown}; accepted: {', '.join(ALL_STRATEGIES)}")
     if "random" not in strategies:
         p.error("the strategies must include random (the paired baseline)")
+    table_episodes = a.table_episodes if a.table_episodes is not None else (3 if a.quick else defaults.table_episodes)
+    mgral_steps = a.mgral_steps if a.mgral_steps is not None else (10 if a.quick else defaults.mgral_steps)
     return Settings(a.preset, strategies, tuple(a.seeds), dict(a.overrides), a.workers, a.threads,
-                    a.table_episodes, a.mgral_steps, a.mgral_seed, a.out)
+                    table_episodes, mgral_steps, a.mgral_seed, a.out)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -334,20 +338,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     context = get_context("spawn")  # fresh interpreters: no torch thread pool inherited through fork
     with ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
-        first = [pool.submit(_prepare_initial, settings, k) for k in sorted({s % n_sets for s in settings.seeds})]
-        if "mgral" in settings.strategies and not Path(mgral_path).exists():
-            first.append(pool.submit(_train_mgral, settings, mgral_path))
-        for job in tqdm(first, desc="initial detectors / mgral", unit="job"):
+        initial = [pool.submit(_prepare_initial, settings, k) for k in sorted({s % n_sets for s in settings.seeds})]
+        for job in tqdm(initial, desc="initial detectors", unit="set"):
             tqdm.write(job.result())
-        jobs = [pool.submit(_evaluate, settings, strategy, seed, config_key, mgral_path)
-                for strategy in settings.strategies for seed in settings.seeds]
-        with tqdm(total=len(jobs), desc="episodes", unit="episode") as bar:
-            pending = set(jobs)
+        evaluate = lambda strategy, seed: pool.submit(_evaluate, settings, strategy, seed, config_key, mgral_path)  # noqa: E731
+        waiting_for_mgral = "mgral" in settings.strategies and not Path(mgral_path).exists()
+        pending = {pool.submit(_train_mgral, settings, mgral_path)} if waiting_for_mgral else set()
+        training = set(pending)
+        pending |= {evaluate(strategy, seed) for strategy in settings.strategies for seed in settings.seeds
+                    if not (waiting_for_mgral and strategy == "mgral")}
+        with tqdm(total=len(settings.strategies) * len(settings.seeds), desc="episodes", unit="episode") as bar:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for job in finished:
                     tqdm.write(job.result())
-                    bar.update(1)
+                    if job in training:  # MGRAL is trained: its evaluation episodes can start
+                        pending |= {evaluate("mgral", seed) for seed in settings.seeds}
+                    else:
+                        bar.update(1)
     records = [r for f in sorted((out / "runs").glob("*.jsonl")) for r in read_runs(f).records.values()
                if r.get("config_key") == config_key]
     summary = aggregate(settings, config, records)

@@ -70,8 +70,9 @@ def test_rank_scores_ties_and_padding():
 
 # ------------------------------------------------------------------ in the envs
 @pytest.fixture(scope="module")
-def kw(tmp_path_factory):
-    return {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("al-agents-cache"))}}
+def kw(digits_cache):
+    """-Test preset data (and its initial detectors) in the session's private cache."""
+    return {"dataset_kwargs": {"cache_dir": str(digits_cache)}}
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from detgym.envs.sample_select.env import DetSampleSelectEnv, DetSampleSelectSeq
 
 
 @pytest.fixture(scope="module")
-def kw(tmp_path_factory):
-    """-Test preset data in a private cache."""
-    return {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("sample-select-cache"))}}
+def kw(digits_cache):
+    """-Test preset data (and its initial detectors) in the session's private cache."""
+    return {"dataset_kwargs": {"cache_dir": str(digits_cache)}}
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def test_whole_pool_pads_rows(kw):
 
 
 def test_retrain_mode_trains_a_new_detector(kw):
-    e = DetSampleSelectEnv("test", training="retrain", **kw)
+    e = DetSampleSelectEnv("test", training="retrain", initial_iterations=8, **kw)
     _, rewards, infos = _run(e, seed=0)
     assert sum(rewards) == pytest.approx(infos[-1]["map"] - infos[0]["map"], abs=1e-12)
     e.close()
@@ -267,3 +267,12 @@ def test_state_dict_continues_an_episode_exactly(kw, env, tmp_path):
     with pytest.raises(ValueError, match="another configuration"):
         DetSampleSelectEnv("test", cycle_iterations=3, **kw).load_state_dict(env.state_dict())
     other.close()
+
+
+def test_gpu_preset_is_the_papers_voc_protocol():
+    voc = PRESETS.get_preset("voc")
+    voc.validate()
+    assert (voc.initial_size, voc.batch, voc.cycles) == (1000, 1000, 10)
+    voc.check_budget(16551)  # VOC07+12 trainval
+    with pytest.raises(ValueError, match="cycles=10 needs initial_size"):
+        voc.check_budget(2000)  # the digits stand-in: give dataset=<VOC path>

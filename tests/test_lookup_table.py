@@ -80,8 +80,9 @@ def test_corrupt_truncated_and_mismatched_files_are_refused(tmp_path):
 
 # ------------------------------------------------------------------ build-table and look-up episodes
 @pytest.fixture(scope="module")
-def kw(tmp_path_factory):
-    return {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("lookup-cache"))}}
+def kw(digits_cache):
+    """-Test preset data (and its initial detectors) in the session's private cache."""
+    return {"dataset_kwargs": {"cache_dir": str(digits_cache)}}
 
 
 @pytest.fixture(scope="module")

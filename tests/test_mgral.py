@@ -88,8 +88,8 @@ def test_actions_sample_b_distinct_valid_images_and_standardise():
     assert np.array_equal(det[0], det[1])
 
 
-def test_tiny_learn_run_against_the_lookup_table(tmp_path_factory):
-    kw = {"dataset_kwargs": {"cache_dir": str(tmp_path_factory.mktemp("mgral-cache"))}}
+def test_tiny_learn_run_against_the_lookup_table(digits_cache, tmp_path_factory):
+    kw = {"dataset_kwargs": {"cache_dir": str(digits_cache)}}
     path = tmp_path_factory.mktemp("mgral-table") / "t.npz"
     build_table("test", episodes=2, path=path, progress=False, **kw)
     env = DetSampleSelectEnv("test", reward_mode="lookup", table_path=str(path), **kw)

@@ -6,14 +6,14 @@ detector is trained after each cycle and how labels and rewards are obtained. Ev
 constructor argument. The seeded initial labeled sets are part of the preset (``initial_sets``), published as
 data as active-learning papers publish theirs: the variance between initial sets dominates AL results.
 
-========  ======================  ==========================================  =================================
-preset    recipe                  protocol                                    meant for
-========  ======================  ==========================================  =================================
-``digits``  fcos-tiny, 64 px       24 + 24 x 5 cycles of 360 images, M = 72    CPU default (a few minutes)
-``voc``     retinanet-resnet50     1000 + 1000 x 10 cycles, M = 5000           GPU, paper VOC setting; give a
-                                                                              VOC / COCO path with ``dataset=``
-``test``    fcos-tiny, 32 px       4 + 2 x 2 cycles of 24 images, M = 6         the test suite: seconds
-========  ======================  ==========================================  =================================
+==========  ======================  ==========================================  ===============================
+preset      recipe                  protocol                                    meant for
+==========  ======================  ==========================================  ===============================
+``digits``  fcos-tiny, 64 px        24 + 24 x 5 cycles, 360 images, M = 72      CPU default (a few minutes)
+``voc``     retinanet-resnet50      1000 + 1000 x 10 cycles, M = 5000           GPU, the paper's VOC protocol;
+                                                                                give ``dataset=<VOC / COCO>``
+``test``    fcos-tiny, 32 px        4 + 2 x 2 cycles, 24 images, M = 6          the test suite: seconds
+==========  ======================  ==========================================  ===============================
 """
 
 from __future__ import annotations
@@ -247,8 +247,8 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
             batch=24,
             cycles=5,
             candidates=72,
-            initial_iterations=500,
-            cycle_iterations=200,
+            initial_iterations=400,
+            cycle_iterations=150,
             map_metric="AP50",
             initial_sets=DIGITS_INITIAL_SETS,
         ),
@@ -281,7 +281,7 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
             cycles=2,
             candidates=6,
             initial_iterations=40,
-            cycle_iterations=10,
+            cycle_iterations=6,
             map_metric="AP50",
             n_initial_sets=2,
         ),
