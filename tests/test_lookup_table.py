@@ -57,7 +57,7 @@ def test_save_load_round_trip_is_atomic(tmp_path):
     table = _table(path, [(1, (0.0, 1.0), 0.2), (2, (1.0, 1.0), 0.3)])
     table.done.update({0, 2})
     table.save()
-    assert [p.name for p in path.parent.iterdir()] == ["t.npz"]  # no temporary file left
+    assert sorted(p.name for p in path.parent.iterdir()) == ["t.npz", "t.npz.lock"]  # no temporary file left
     loaded = LookupTable.open(path, "k" * 16, {})
     assert loaded.maps == table.maps and loaded.cycles == [1, 2] and loaded.done == {0, 2}
     assert np.array_equal(loaded.features[1], [1.0, 1.0]) and loaded.reference(0).initial_map == 0.1
@@ -182,3 +182,17 @@ def test_build_table_command(kw, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"detgym: error: lookup table {out} is corrupt") and "\n" not in err
+
+
+def test_concurrent_writers_merge_instead_of_losing_records(tmp_path):
+    path = tmp_path / "t.npz"
+    _table(path, [(1, (0.0, 1.0), 0.2)]).save()
+    a, b = LookupTable.load(path), LookupTable.load(path)
+    a.add(0, 1, np.array([1.0, 1.0], np.float32), 0.3)
+    a.done.add(0)
+    a.save()
+    b.add(0, 2, np.array([2.0, 1.0], np.float32), 0.4)  # b never saw a's record
+    b.save()
+    on_disk = LookupTable.load(path)
+    assert on_disk.maps == [0.2, 0.3, 0.4] and on_disk.done == {0} and len(set(on_disk.ids)) == 3
+    assert b.maps == [0.2, 0.3, 0.4]  # the writer's own view is the merged table too

@@ -25,9 +25,11 @@ another configuration, a corrupt or truncated file, is refused with a one-line V
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import secrets
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,7 @@ from detgym.data.io import atomic_write_bytes
 __all__ = ["Estimate", "LookupTable", "Reference", "SOURCES", "TABLE_FORMAT"]
 
 #: Version of the file layout; a file of another version is refused.
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 #: How a record was measured: by ``detgym build-table`` (random selections) or by a look-up env's fallback.
 SOURCES: tuple[str, ...] = ("build", "fallback")
 
@@ -101,6 +103,8 @@ class LookupTable:
     maps: list[float] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)
     episodes: list[int] = field(default_factory=list)
+    #: A random 63-bit id per record: what :meth:`save` merges concurrent writers' records by.
+    ids: list[int] = field(default_factory=list)
     #: Build episodes (``detgym build-table`` indices) whose records are all in the table.
     done: set[int] = field(default_factory=set)
 
@@ -151,7 +155,7 @@ class LookupTable:
                 raise ValueError(f"reference arrays of initial set {k} have shapes {feats.shape} / {stats.shape}")
             table.references[int(k)] = Reference(feats.astype(np.float32), stats.astype(np.float32), float(maps0[j]))
         n = arrays["rec_set"].shape[0]
-        columns = ("rec_cycle", "rec_feature", "rec_map", "rec_source", "rec_episode")
+        columns = ("rec_cycle", "rec_feature", "rec_map", "rec_source", "rec_episode", "rec_id")
         if any(arrays[c].shape[0] != n for c in columns):
             raise ValueError("record arrays of different lengths")
         feature = arrays["rec_feature"]
@@ -163,10 +167,38 @@ class LookupTable:
         table.maps = [float(v) for v in arrays["rec_map"]]
         table.sources = [int(v) for v in arrays["rec_source"]]
         table.episodes = [int(v) for v in arrays["rec_episode"]]
+        table.ids = [int(v) for v in arrays["rec_id"]]
         return table
 
     def save(self) -> Path:
-        """Write the whole table atomically (temporary file, then rename)."""
+        """Write the table atomically (temporary file, then rename), merged with what another process saved.
+
+        Under an exclusive lock on ``<path>.lock``, records, build episodes and references that the file holds
+        and this table does not (another builder or look-up env saved them since this one was read) are taken in
+        first, so concurrent writers lose nothing; then the whole file is replaced in one rename.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(f"{self.path}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.path.exists():
+                self._merge(LookupTable.open(self.path, self.key, self.config))
+            return atomic_write_bytes(self.path, self._to_bytes())
+        finally:
+            os.close(lock)  # releases the lock
+
+    def _merge(self, other: "LookupTable") -> None:
+        """The file's records (in its order), then this table's records the file does not have."""
+        theirs = set(other.ids)
+        keep = [r for r, i in enumerate(self.ids) if i not in theirs]
+        for name in ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids"):
+            setattr(self, name, list(getattr(other, name)) + [getattr(self, name)[r] for r in keep])
+        self.done |= other.done
+        for k, ref in other.references.items():
+            self.references.setdefault(k, ref)
+        self._thresholds.clear()
+
+    def _to_bytes(self) -> bytes:
         dim = next(iter(self.references.values())).features.shape[1] if self.references else 0
         meta = {"format": TABLE_FORMAT, "key": self.key, "config": self.config, "done": sorted(self.done)}
         sets = sorted(self.references)
@@ -181,13 +213,14 @@ class LookupTable:
             "rec_map": np.array(self.maps, dtype=np.float64),
             "rec_source": np.array(self.sources, dtype=np.int8),
             "rec_episode": np.array(self.episodes, dtype=np.int64),
+            "rec_id": np.array(self.ids, dtype=np.int64),
         }
         for k in sets:
             arrays[f"ref_features_{k}"] = self.references[k].features
             arrays[f"ref_stats_{k}"] = self.references[k].stats
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        return atomic_write_bytes(self.path, buffer.getvalue())
+        return buffer.getvalue()
 
     # -------------------------------------------------------------- contents
     def __len__(self) -> int:
@@ -222,6 +255,7 @@ class LookupTable:
         self.maps.append(float(value))
         self.sources.append(SOURCES.index(source))
         self.episodes.append(int(episode))
+        self.ids.append(secrets.randbits(63))
         self._thresholds.pop((int(set_id), int(cycle)), None)
         return len(self.maps) - 1
 
