@@ -13,11 +13,12 @@ clip 10: the recipes' settings) is split into
 * ``overhead``: everything else inside ``Trainer.step`` (target checks, Python glue of torchvision's forward,
   stacking the per-level losses, host copies), i.e. the step's wall time minus the sections above.
 
-The sections are timed with manual timers (``time.perf_counter`` around the methods that implement them,
-nested sections counted once, in the innermost) and cross-checked with ``torch.profiler``: the same methods
-open ``record_function`` ranges, and the profiler's own exclusive time per range is printed beside the manual
-figure (the profiler slows every op down, so compare shares, not milliseconds). The profiler's top operators by
-self CPU time follow each table.
+The sections are timed with manual timers around the methods that implement them (nested sections counted once,
+in the innermost), on the process's CPU clock (``time.process_time``: on a shared machine other processes do not
+count; with 2 threads it includes OpenMP's spin-waiting), and cross-checked with ``torch.profiler``: the same
+methods open ``record_function`` ranges, and the profiler's own exclusive (wall) time per range is printed beside
+the manual figure (the profiler slows every op down, so compare shares, not milliseconds). The profiler's top
+operators by self CPU time are printed for each run.
 
 ``--compare`` measures the optimised training path against the previous one (torchvision's per-image matching,
 anchors regenerated every iteration, per-iteration host syncs) on the same model, batches and thread count,
@@ -60,6 +61,7 @@ PROFILED_ITERS = 5  # iterations under torch.profiler (cross-check)
 TOP_OPS = 12
 SECTIONS = ("data", "forward", "anchors", "matching", "loss", "backward", "optimizer", "overhead")
 OUT = Path("runs/profile_step.json")
+CLOCK = time.process_time  # CPU seconds of this process (all its threads)
 
 
 # ---------------------------------------------------------------------------------------------- timers
@@ -73,13 +75,13 @@ class SectionTimer:
     @contextlib.contextmanager
     def section(self, name: str) -> Iterator[None]:
         with torch.profiler.record_function(f"section::{name}"):
-            entry = [name, time.perf_counter(), 0.0]
+            entry = [name, CLOCK(), 0.0]
             self._stack.append(entry)
             try:
                 yield
             finally:
                 self._stack.pop()
-                spent = time.perf_counter() - entry[1]
+                spent = CLOCK() - entry[1]
                 self.totals[name] += spent - entry[2]
                 if self._stack:
                     self._stack[-1][2] += spent
@@ -160,13 +162,13 @@ def time_sections(trainer: Trainer, iters: int) -> dict[str, float]:
     """Mean ms per iteration of every section (``overhead`` = step wall time minus the others)."""
     timer = SectionTimer()
     with instrumented(trainer, timer):
-        start = time.perf_counter()
+        start = CLOCK()
         for _ in range(iters):
             trainer.step()
-        wall = time.perf_counter() - start
+        spent = CLOCK() - start
     ms = {k: 1e3 * timer.totals.get(k, 0.0) / iters for k in SECTIONS if k != "overhead"}
-    ms["overhead"] = 1e3 * wall / iters - sum(ms.values())
-    ms["total"] = 1e3 * wall / iters
+    ms["overhead"] = 1e3 * spent / iters - sum(ms.values())
+    ms["total"] = 1e3 * spent / iters
     return ms
 
 
@@ -229,7 +231,7 @@ def use_previous_path(trainer: Trainer) -> None:
 
 
 def compare_paths(recipe: str, train: Any, iters: int, blocks: int) -> dict[str, Any]:
-    """ms per iteration of the previous and the current training path on twin trainers (same weights, batches),
+    """CPU ms per iteration of the previous and the current training path on twin trainers (same weights, batches),
     in alternating blocks (ABBA); also whether every iteration's per-level losses are bit-identical."""
     old, new = make_trainer(recipe, train), make_trainer(recipe, train)
     use_previous_path(old)
@@ -240,9 +242,9 @@ def compare_paths(recipe: str, train: Any, iters: int, blocks: int) -> dict[str,
     for b in range(blocks):
         for name in (("old", "new") if b % 2 == 0 else ("new", "old")):
             trainer = old if name == "old" else new
-            start = time.perf_counter()
+            start = CLOCK()
             losses = [trainer.step().level_losses for _ in range(iters)]
-            spent[name] += time.perf_counter() - start
+            spent[name] += CLOCK() - start
             if name == "old":
                 reference = losses
             else:
@@ -268,7 +270,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             print(f"{r['recipe']:<16}{r['threads']:>4} {source:<9}{cells}{ms['total']:>10.2f}")
         share = "".join(f"{100 * r['manual'][s] / r['manual']['total']:>9.1f}%" for s in SECTIONS)
         print(f"{'':<20} {'share':<9}{share}")
-    print("(ms per iteration; profiler times are inflated by its own instrumentation: compare shares)")
+    print("(CPU ms per iteration; the profiler's wall times are inflated by its own instrumentation and by other "
+          "load: compare shares)")
 
 
 def main(argv: list[str] | None = None) -> int:
