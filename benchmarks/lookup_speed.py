@@ -47,9 +47,13 @@ from detgym.data.io import atomic_write_json
 @dataclass
 class Settings:
     preset: str = "default"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    build_episodes: int = 9
-    heldout_episodes: int = 3
+    #: preset fields changed for this run (3 cycles: the table's per-step cost and error are per cycle anyway)
+    overrides: dict[str, Any] = field(default_factory=lambda: {"cycles": 3})
+    #: run every episode from this one published initial set (``-1``: spread over all), so that every record of
+    #: a cycle lands in the same (initial set, cycle) group: ``build_episodes`` records per group
+    initial_set: int = 0
+    build_episodes: int = 8
+    heldout_episodes: int = 4
     #: seed stream of the held-out episodes (the table's build episodes use stream 0)
     heldout_seed: int = 1
     #: build episodes replayed in the look-up env for the timing
@@ -84,20 +88,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = Settings()
     p.add_argument("--preset", default=defaults.preset)
-    p.add_argument("--overrides", type=json.loads, default={}, help="preset fields as JSON")
-    for name in ("build_episodes", "heldout_episodes", "heldout_seed", "replay_episodes", "threads"):
+    p.add_argument("--overrides", type=json.loads, default=defaults.overrides, help="preset fields as JSON")
+    for name in ("initial_set", "build_episodes", "heldout_episodes", "heldout_seed", "replay_episodes", "threads"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     p.add_argument("--out", default=defaults.out)
     settings = Settings(**vars(p.parse_args(argv)))
     torch.set_num_threads(settings.threads)
     load_start = os.getloadavg()[0]
+    overrides = dict(settings.overrides)
+    if settings.initial_set >= 0:
+        from detgym.envs.sample_select import PRESETS
+
+        published = PRESETS.get_preset(settings.preset).merged(**overrides).initial_sets
+        if not published:
+            raise ValueError("--initial-set needs a preset with published initial_sets; use --initial-set -1")
+        overrides["initial_sets"] = (tuple(published[settings.initial_set]),)
 
     # 1. the table
-    real = DetSampleSelectEnv(settings.preset, **{**settings.overrides, "reward_mode": "real"})
+    real = DetSampleSelectEnv(settings.preset, **{**overrides, "reward_mode": "real"})
     key = real.config.table_key()
     out = Path(settings.out)
     atomic_write_json(out / f"settings-{key}.json", {**asdict(settings), "config": real.config.to_dict()})
-    table = build_table(settings.preset, episodes=settings.build_episodes, **settings.overrides)
+    table = build_table(settings.preset, episodes=settings.build_episodes, **overrides)
     n_sets = len(real.initial_sets)
 
     # 2. held-out selections, real training timed
@@ -115,8 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # 3. look-up steps: build episodes replayed on a copy of the table (a refusal must not change the real one)
     copy = out / f"table-copy-{key}.npz"
     shutil.copyfile(table.path, copy)
-    lookup = DetSampleSelectEnv(settings.preset, **{**settings.overrides, "reward_mode": "lookup",
-                                                   "table_path": str(copy)})
+    lookup = DetSampleSelectEnv(settings.preset, **{**overrides, "reward_mode": "lookup", "table_path": str(copy)})
     replayed = [c for j in range(min(settings.replay_episodes, settings.build_episodes))
                 for c in _random_episode(lookup, build_episode_seed(0, j), j % n_sets)]
     lookup.close()
