@@ -2,7 +2,8 @@
 gymnasium's SyncVectorEnv -- two ratios, each measured side by side in one run.
 
 1. **Episodes per CPU-hour** of a learning detector (final val AP50 >= 0.5; every sub-episode of a vector env
-   counts). Baseline: DetLossWeight-v0 as it was before issue 13 (the ``retinanet`` preset, one single env);
+   counts). Baseline: DetLossWeight-v0 as it was before issue 13 (the ``retinanet`` preset, one single env, on the
+   previous training path: ``benchmarks.profile_step.use_previous_path``; ``--baseline-path current`` drops that);
    candidate: today's ``DetLossWeight-v0`` (the ``default`` preset) in the native vector env with ``--num-envs``
    sub-envs. Both run the uniform scheme (a3) in the same process with the same torch threads, alternating
    (baseline, candidate, baseline, ...), so load drifts hit both. CPU time is the process's own
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.profile_step import use_previous_path
 from detgym.data.io import atomic_write_bytes
 
 # ---------------------------------------------------------------------------------------------- settings
@@ -66,7 +68,8 @@ def run_vector_episode(env: Any, seed: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- part 1
 def episodes_per_cpu_hour(rounds: int, num_envs: int, baseline: str = BASELINE_PRESET,
-                          candidate: str = CANDIDATE_PRESET, seed: int = 0, **env_kwargs: Any) -> dict[str, Any]:
+                          candidate: str = CANDIDATE_PRESET, seed: int = 0, previous_path: bool = True,
+                          **env_kwargs: Any) -> dict[str, Any]:
     """Learning-detector episodes per CPU-hour: the pre-issue-13 single env against today's vector env."""
     from detgym.envs.loss_weight import DetLossWeightEnv, DetLossWeightVectorEnv
 
@@ -83,6 +86,8 @@ def episodes_per_cpu_hour(rounds: int, num_envs: int, baseline: str = BASELINE_P
             with Clock() as clock:
                 if kind == "baseline":
                     single.reset(seed=seed + r)
+                    if previous_path:  # the first interval (trained by reset) ran on the current path
+                        use_previous_path(single.trainer)
                     while True:
                         *_, terminated, truncated, info = single.step(UNIFORM)
                         if terminated or truncated:
@@ -153,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--baseline-preset", default=BASELINE_PRESET)
     p.add_argument("--candidate-preset", default=CANDIDATE_PRESET)
+    p.add_argument("--baseline-path", choices=("previous", "current"), default="previous",
+                   help="training path of the baseline episodes (previous: before issue 13's fast paths)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
 
@@ -161,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     settings = {"threads": args.threads, "num_envs": args.num_envs, "baseline": args.baseline_preset,
+                "baseline_path": args.baseline_path,
                 "candidate": args.candidate_preset, "learning_ap50": LEARNING_AP50, "torch": torch.__version__}
     if args.part in ("episodes", "both"):
         print(f"episodes per CPU-hour: {args.baseline_preset!r} single env vs {args.candidate_preset!r} vector env "
               f"(N={args.num_envs}), {args.rounds} round(s), {args.threads} thread(s)")
-        res = episodes_per_cpu_hour(args.rounds, args.num_envs, args.baseline_preset, args.candidate_preset)
+        res = episodes_per_cpu_hour(args.rounds, args.num_envs, args.baseline_preset, args.candidate_preset,
+                                    previous_path=args.baseline_path == "previous")
         result["episodes"] = {"settings": {**settings, "rounds": args.rounds}, **res}
         for kind, row in res["rows"].items():
             print(f"  {kind:<10} {row['preset']:<10} {row['learning']}/{row['episodes']} learning episodes, "
