@@ -27,6 +27,7 @@ alternating blocks (ABBA) so that load drifts cancel; it also checks that both g
     python -m benchmarks.profile_step                       # every tiny family, 1 and 2 threads
     python -m benchmarks.profile_step --recipes retinanet-tiny --threads 1 --iters 10
     python -m benchmarks.profile_step --compare             # old path vs new path, side by side
+    python -m benchmarks.profile_step --path previous       # the table of the path from before issue 13
 
 Results are written atomically to ``runs/profile_step.json``.
 """
@@ -280,12 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", nargs="+", type=int, default=list(THREADS))
     p.add_argument("--iters", type=int, default=ITERS)
     p.add_argument("--compare", action="store_true", help="old training path vs the new one, side by side")
+    p.add_argument("--path", choices=("current", "previous"), default="current",
+                   help="profile the current training path or the one from before issue 13")
     p.add_argument("--blocks", type=int, default=6, help="--compare: alternating blocks of --iters iterations")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
 
     train = digits_dataset("train", config=DigitsConfig(image_size=IMAGE_SIZE)).subset(range(TRAIN_IMAGES))
     settings = {"recipes": args.recipes, "threads": args.threads, "iters": args.iters, "image_size": IMAGE_SIZE,
+                "path": args.path,
                 "batch_size": BATCH_SIZE, "warmup": WARMUP, "profiled_iters": PROFILED_ITERS,
                 "torch": torch.__version__}
     if args.compare:
@@ -307,11 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
         for recipe in args.recipes:
             trainer = make_trainer(recipe, train)
+            if args.path == "previous":
+                use_previous_path(trainer)
             for _ in range(WARMUP):
                 trainer.step()
             manual = time_sections(trainer, args.iters)
             prof, ops = profiler_sections(trainer, PROFILED_ITERS)
-            rows.append({"recipe": recipe, "threads": threads, "manual": manual, "profiler": prof, "top_ops": ops})
+            rows.append({"recipe": recipe, "threads": threads, "path": args.path, "manual": manual, "profiler": prof,
+                         "top_ops": ops})
             print(f"{recipe} ({threads} thread{'s' * (threads > 1)}): {manual['total']:.1f} ms/it; top ops by "
                   "self CPU (profiler, ms/it): " + ", ".join(f"{k} {v:.2f}" for k, v in ops))
     print()
