@@ -10,6 +10,18 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """``$DETGYM_CACHE`` for the whole session: a temporary directory, so the tests never touch the user's cache, and
+    one place where every test (and every subprocess it starts) finds the datasets, candidate detectors and tables
+    that an earlier test already built."""
+    path = tmp_path_factory.mktemp("detgym-session-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DETGYM_CACHE", str(path))
+    yield path
+    patch.undo()
+
+
 @pytest.fixture
 def private_digits_cache(tmp_path, monkeypatch):
     """A per-test digits cache (``$DETGYM_CACHE``) and an empty in-process cache before and after the test."""

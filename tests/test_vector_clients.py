@@ -54,8 +54,8 @@ for env_id in env_ids:
 """
 
 
-def _run(script: str, context: str, ids: list[str], cache: Path) -> None:
-    env = {**os.environ, "DETGYM_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+def _run(script: str, context: str, ids: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # $DETGYM_CACHE: the session's (conftest)
     env.pop("OMP_NUM_THREADS", None)
     try:
         out = subprocess.run([sys.executable, "-c", script, context, *ids], cwd=REPO, env=env, capture_output=True,
@@ -66,22 +66,17 @@ def _run(script: str, context: str, ids: list[str], cache: Path) -> None:
     assert out.stdout.count("OK") == len(ids)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("vector-cache")
-
-
 # one family representative for the slower clients, every registered -Test id for the plain fork case
 FIRST_OF_EACH_FAMILY = [env_ids(family, test=True)[0] for family in FAMILIES]
 
 
-def test_gymnasium_async_fork_after_torch_use(cache):
-    _run(GYMNASIUM_ASYNC, "fork", env_ids(test=True), cache)
+def test_gymnasium_async_fork_after_torch_use():
+    _run(GYMNASIUM_ASYNC, "fork", env_ids(test=True))
 
 
-def test_gymnasium_async_spawn(cache):
-    _run(GYMNASIUM_ASYNC, "spawn", FIRST_OF_EACH_FAMILY[:1], cache)
+def test_gymnasium_async_spawn():
+    _run(GYMNASIUM_ASYNC, "spawn", FIRST_OF_EACH_FAMILY[:1])
 
 
-def test_sb3_subproc_fork_after_torch_use(cache):
-    _run(SB3_SUBPROC, "fork", FIRST_OF_EACH_FAMILY, cache)
+def test_sb3_subproc_fork_after_torch_use():
+    _run(SB3_SUBPROC, "fork", FIRST_OF_EACH_FAMILY)
