@@ -51,7 +51,8 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     # (1.5, 1.0) as in the paper. Issue 13 measured (5 seeds): uniform 0.401, a1 0.399, a2 0.421 final val AP.
     "retinanet": ("retinanet", {}),
     # the same detector and schedule, stronger decisions: eq. 5's lambdas (4, 3) give an enhanced level up to
-    # 1 + 4 x its loss share (P3 ~2.5x its uniform weight under a2) instead of 1 + 1.5 x share
+    # 1 + 4 x its loss share instead of 1 + 1.5 x share. The same configuration as the preset "retinanet-lambda4",
+    # DetLossWeight-v0's default since issue 13 (chosen by this benchmark)
     "retinanet-lambda4": ("retinanet", {"lambdas": (4.0, 3.0)}),
     # cheaper: fcos-tiny learns faster per iteration (AP50 0.54 after a 1000-iteration schedule, measured), 0.9 x a
     # retinanet iteration's CPU; ~98% of its loss is on P3 at 128 px. Seed 0: AP50 0.37-0.49, below "learning"

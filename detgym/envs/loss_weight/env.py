@@ -43,7 +43,8 @@ class DetLossWeightEnv(DetectorEnv):
     ## Action Space
 
     ``Discrete(4)``: the weighting scheme for the next interval (eq. 5, ``N = n_enhance`` levels enhanced with
-    ``w_j = 1 + lambda_k L_{j,t} / sum_i L_{i,t}``, ``lambdas = (1.5, 1.0)``, all other levels 1).
+    ``w_j = 1 + lambda_k L_{j,t} / sum_i L_{i,t}``, all other levels 1; ``lambdas`` = (4, 3) in the default preset,
+    the paper's (1.5, 1.0) in ``retinanet`` and the others: see :mod:`detgym.envs.loss_weight.presets`).
 
     | Num | Scheme                                                | Paper      |
     |-----|-------------------------------------------------------|------------|
@@ -128,8 +129,8 @@ class DetLossWeightEnv(DetectorEnv):
     preset (``None`` keeps the preset's value; the dict arguments ``dataset_kwargs``, ``train_overrides`` and
     ``model_overrides`` are merged into the preset's); an unknown name raises ValueError listing the fields.
 
-    * ``preset``: preset name (``"default"``, ``"retinanet"``, ``"fcos"``, ``"fasterrcnn"``, ``"*-r50"``,
-      ``"test"``).
+    * ``preset``: preset name (``"default"`` = ``"retinanet-lambda4"``, ``"retinanet"``, ``"fcos"``,
+      ``"fasterrcnn"``, ``"*-r50"``, ``"test"``).
     * Substrate fields (every env family has them): ``recipe`` (a :data:`detgym.train.RECIPES` name),
       ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``
       (TrainConfig changes), ``model_overrides`` (extra ``build_detector`` arguments), ``device``.
