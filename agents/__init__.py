@@ -1,9 +1,15 @@
 """Agents for the detgym environments, all with SB3's ``predict`` interface (see :class:`agents.base.Agent`).
 
 :func:`make_agent` builds any of them by name for an env (``agents.registry.AGENTS`` lists them, with the envs
-they fit); :func:`run_episode` is the one episode loop. Paper 000 (DetLossWeight): :class:`AVWAgent`,
-:class:`RLOAgent`; baselines :class:`UniformAgent`, :class:`ConstantAgent`, :class:`RandomAgent` (any env);
-SB3 / sb3-contrib algorithms: :class:`agents.sb3.SB3Agent`.
+they fit; ``detgym compare --list`` prints that table); :func:`run_episode` is the one episode loop.
+
+* Paper 000 (DetLossWeight): :class:`AVWAgent`, :class:`RLOAgent`; baselines :class:`UniformAgent`,
+  :class:`ConstantAgent`.
+* Paper 001 (DetBoxSelect): the NMS family (:mod:`agents.nms`: greedy NMS, soft-NMS, top-k, threshold, keep-all,
+  oracle) as agents (:mod:`agents.box_heuristics`); the policy-gradient detector (:mod:`agents.pg_detector`).
+* Papers 002/003 (DetSampleSelect): :class:`agents.mgral.MGRALAgent`; entropy / score-uncertainty
+  (:mod:`agents.active_learning`) and core-set (:mod:`agents.coreset`) baselines.
+* Every env: :class:`RandomAgent`; SB3 / sb3-contrib algorithms (:class:`agents.sb3.SB3Agent`).
 """
 
 from agents.avw import AVWAgent
