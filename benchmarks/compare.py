@@ -205,9 +205,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.list:
         return _list(args.env, args.env_kwargs)
     args.env = args.env or [DEFAULTS["env"]]
-    import torch
-
-    torch.set_num_threads(args.threads)  # the parent builds each env once; runs set their own count
+    # The parent builds each env once with every core (a candidate cache or an initial detector may be trained
+    # here, with a progress bar); each run then sets its own --threads.
     from benchmarks.harness.execute import WorkerDied, check_backend, execute
     from benchmarks.harness.grid import build_grid, check_same_configuration, resolve_env
     from benchmarks.harness.store import RunFile, check_writable, read_runs

@@ -97,7 +97,12 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
         raise ValueError(f"unknown env {env_id!r}; accepted: {', '.join(ENV_IDS)}")
     if "log_dir" in kwargs:
         raise ValueError("--env-kwargs must not set log_dir: each run logs to OUT/tb/<run key>")
-    env = gym.make(env_id, **kwargs)
+    entry = gym.spec(env_id).entry_point
+    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    parameters = inspect.signature(creator).parameters
+    # a cache built here (a detector trained for the first time) shows its progress; not part of the env's key
+    progress = {"progress": True} if "progress" in parameters and "progress" not in kwargs else {}
+    env = gym.make(env_id, **kwargs, **progress)
     try:
         base = env.unwrapped
         config = getattr(base, "config", None)
@@ -108,12 +113,10 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
         else:
             config_dict, config_key = None, _hash({"id": env_id, "kwargs": dict(kwargs)})
         key = config_key if not extras else _hash({"config_key": config_key, "extras": extras})
-        entry = gym.spec(env_id).entry_point
-        creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
         return ResolvedEnv(
             id=env_id, kwargs=dict(kwargs), family=getattr(base, "family", None), config=config_dict,
             config_key=config_key, key=key, agents=tuple(agent_names(env)),
-            takes_log_dir="log_dir" in inspect.signature(creator).parameters,
+            takes_log_dir="log_dir" in parameters,
         )
     finally:
         env.close()

@@ -5,7 +5,7 @@ For every evaluated episode of a run: a fresh env from the recorded id and argum
 must hash to the recorded ``config_key``), ``reset(seed=<the recorded evaluation seed>)``, then the recorded
 actions (as the unwrapped env received them) one by one, with the recorded number of torch threads (CPU results
 are deterministic for a given thread count). Rewards, the end of the episode and ``info["final_metrics"]`` must be
-equal exactly (NaN equals NaN).
+equal exactly (NaN equals NaN), and so must the dataset-level metrics of envs that report them (DetBoxSelect).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import gymnasium as gym
 import numpy as np
+
+from benchmarks.harness.run import dataset_metrics
 
 __all__ = ["ReplayResult", "replay_file", "replay_record", "select_runs"]
 
@@ -37,8 +39,9 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _replay_episode(env: gym.Env, episode: Mapping[str, Any]) -> str | None:
-    """The first difference between the episode's record and its re-execution, or None."""
+def _replay_episode(env: gym.Env, episode: Mapping[str, Any], last_infos: list[dict[str, Any]]) -> str | None:
+    """The first difference between the episode's record and its re-execution, or None (then its last ``info`` is
+    appended to ``last_infos``)."""
     space = env.action_space
     env.reset(seed=episode["seed"])
     done, info = False, {}
@@ -62,6 +65,7 @@ def _replay_episode(env: gym.Env, episode: Mapping[str, Any]) -> str | None:
         for name in sorted(set(recorded) | set(replayed)):
             if not _same(replayed.get(name), recorded.get(name)):
                 return f"final {name} {replayed.get(name)!r}, recorded {recorded.get(name)!r}"
+    last_infos.append(info)
     return None
 
 
@@ -80,10 +84,14 @@ def replay_record(record: Mapping[str, Any]) -> ReplayResult:
         if config is not None and config.config_key() != env_rec["config_key"]:
             return ReplayResult(key, False, f"{env_rec['id']} with the recorded arguments now resolves to config key "
                                 f"{config.config_key()}, recorded {env_rec['config_key']}: presets or defaults changed")
+        last_infos: list[dict[str, Any]] = []
         for i, episode in enumerate(record["episodes"]):
-            problem = _replay_episode(env, episode)
+            problem = _replay_episode(env, episode, last_infos)
             if problem is not None:
                 return ReplayResult(key, False, f"episode {i} (seed {episode['seed']}), {problem}")
+        replayed = dataset_metrics(env, last_infos)
+        if replayed != record.get("dataset_metrics"):
+            return ReplayResult(key, False, f"dataset metrics {replayed!r}, recorded {record.get('dataset_metrics')!r}")
     finally:
         env.close()
         torch.set_num_threads(before)

@@ -149,20 +149,32 @@ def _episode_record(ep: Episode, probs: list[list[float]]) -> dict[str, Any]:
     }
 
 
-def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> list[dict[str, Any]]:
+def dataset_metrics(env: gym.Env, last_infos: list[dict[str, Any]]) -> dict[str, float] | None:
+    """COCO stats over all evaluated episodes together, for envs whose episode is one image's decision
+    (``evaluate_episodes`` of the unwrapped env, e.g. DetBoxSelect's dataset-level AP); None for the others."""
+    evaluate = getattr(env.unwrapped, "evaluate_episodes", None)
+    return None if evaluate is None else {k: float(v) for k, v in evaluate(last_infos).items()}
+
+
+def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> tuple[list[dict[str, Any]], dict | None]:
+    """The evaluation episodes' records and the env's dataset-level metrics over them (or None)."""
     env = _make_env(spec, "eval")
     try:
         if agent is None:
             agent = make_agent(spec.agent, env, seed=spec.train_seed, **spec.agent_kwargs)
-        episodes = []
+        episodes, last_infos = [], []
         for i, seed in enumerate(spec.eval_seeds):
             probe = _ProbsProbe(agent)
             ep = run_episode(env, probe, seed=seed)
             episodes.append(_episode_record(ep, probe.probs))
+            last_infos.append(ep.last_info)
             log.scalar("eval/return", ep.episode_return, i)
             for name, value in (ep.final_metrics or {}).items():
                 log.scalar(f"eval/{name}", value, i)
-        return episodes
+        metrics = dataset_metrics(env, last_infos)
+        for name, value in (metrics or {}).items():
+            log.scalar(f"eval/dataset_{name}", value, 0)
+        return episodes, metrics
     finally:
         env.close()
 
@@ -174,7 +186,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     ``agent`` (name, kwargs, learns, train_budget, eval_episodes, key), ``seeds`` (run, train, eval), ``episodes``
     (per evaluation episode: seed, actions as the unwrapped env received them, rewards, return, length,
     terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the evaluation
-    episodes), ``AP`` (mean final COCO AP, when the env reports final metrics), ``train`` (learning agents:
+    episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
+    ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
+    ``dataset_metrics``), ``train`` (learning agents:
     timesteps, finished training episodes with return / length / timesteps / actions / final_AP, wall_s),
     ``wall_s`` and ``cpu_s`` (this process's CPU time during the run), ``torch_threads``, ``versions``, ``host``,
     ``finished_at``.
@@ -184,7 +198,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     try:
         with _torch_threads(spec.threads):
             agent, train = _train(spec, log) if spec.learns else (None, None)
-            episodes = _evaluate(spec, agent, log)
+            episodes, metrics = _evaluate(spec, agent, log)
     finally:
         log.close()
     record: dict[str, Any] = {
@@ -199,6 +213,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     finals = [ep["final_metrics"] for ep in episodes]
     if all(f is not None and "AP" in f for f in finals):
         record["AP"] = float(np.mean([f["AP"] for f in finals]))
+    if metrics is not None:
+        record["dataset_metrics"] = metrics
+        record.setdefault("AP", metrics["AP"])
     record.update(
         train=train, wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu_start,
         torch_threads=spec.threads, versions=package_versions(),

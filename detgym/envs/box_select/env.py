@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
 from detgym.envs.base import DetectorEnv
+from detgym.metrics import coco_evaluate
 
 from .candidates import load_candidates, cache_paths
 from .features import feature_layout, n_features
@@ -210,6 +211,35 @@ class BoxSelectEnvBase(DetectorEnv):
                                    "delete the box_select cache entry")
             self.table._coco = dataset.coco_gt()
         return self.table._coco
+
+    def evaluate_episodes(self, infos: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """COCO stats (:func:`detgym.metrics.coco_evaluate`) of the boxes finished episodes kept, over their images.
+
+        The dataset-level AP that paper 001's table 1 reports and that per-image rewards do not add up to (a kept
+        box of a class the image has no ground truth of costs nothing in its per-image AP, but costs here). Each
+        image counts once, with the boxes of its first episode; DetBoxRescore's new scores rank its boxes.
+
+        Args:
+            infos: the last ``info`` of each episode (its ``image_id``, ``candidates``, ``kept``, ``scores``).
+        """
+        results, seen = [], set()
+        for info in infos:
+            image_id = int(info["image_id"])
+            if image_id in seen:
+                continue
+            seen.add(image_id)
+            scores = info.get("scores")
+            for k in info["kept"]:
+                det = dict(info["candidates"][k])
+                if scores is not None:
+                    det["score"] = float(scores[k])
+                results.append(det)
+        if not seen:
+            raise ValueError("infos must hold at least one finished episode's info")
+        gt = self.coco_gt()
+        subset = {**gt, "images": [im for im in gt["images"] if int(im["id"]) in seen],
+                  "annotations": [a for a in gt["annotations"] if int(a["image_id"]) in seen]}
+        return coco_evaluate(subset, results)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi" or self._image < 0:
