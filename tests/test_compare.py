@@ -171,3 +171,26 @@ def test_list_and_the_cli_verbs(cache, capsys):
     assert "DetLossWeightContinuous-Test-v0: random, ppo*, a2c*, recurrent_ppo*" in out
     assert cli.main(["replay", os.devnull + "-missing"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_box_select_runs_are_scored_over_all_their_evaluated_images(cache, tmp_path, capsys):
+    """DetBoxSelect's episodes are single images: a run's AP is the COCO AP of its evaluated images together."""
+    out = tmp_path / "box"
+    argv = ["--env", "DetBoxSelect-Test-v0", "--agents", "nms,keep_all", "--seeds", "2", "--eval-episodes", "8",
+            "--out", str(out), "--no-progress", "--resamples", "200"]
+    assert compare.main(argv) == 0
+    records = _records(out)
+    assert len(records) == 4
+    for r in records:
+        metrics = r["dataset_metrics"]
+        assert r["AP"] == metrics["AP"] and {"AP", "AP50", "AR100"} <= set(metrics)
+        assert all(ep["final_metrics"] is None for ep in r["episodes"])
+    assert "| DetBoxSelect-Test-v0 | nms (baseline) | 2 | AP |" in (out / "table.md").read_text()
+    target = records[0]
+    target["dataset_metrics"]["AP"] += 0.1
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    capsys.readouterr()
+    assert cli.main(["replay", str(path)]) == 1
+    out_text = capsys.readouterr().out
+    assert "dataset metrics" in out_text and "3 of 4 run(s) reproduced exactly" in out_text

@@ -25,6 +25,7 @@ from detgym.envs.box_select.env import DetBoxRescoreEnv, DetBoxSelectEnv, DetBox
 from detgym.envs.box_select.features import feature_layout
 from detgym.envs.box_select.table import ImageTable, greedy_nms_keep
 from detgym.envs.substrate import LoadedSubstrate
+from detgym.metrics import STAT_NAMES
 from detgym.metrics.reference import pycocotools_stats
 
 IDS = ("DetBoxSelect-Test-v0", "DetBoxSelectSeq-Test-v0", "DetBoxRescore-Test-v0")
@@ -165,6 +166,30 @@ def test_rescore_reward_ranks_by_new_scores(kw):
         env.step(np.full(env.n_max, np.nan, dtype=np.float32))
     with pytest.raises(ValueError, match="action must be scores of shape"):
         env.step(np.zeros(env.n_max + 1, dtype=np.float32))
+
+
+def test_evaluate_episodes_is_pycocotools_over_the_episodes_images(env, kw):
+    rng = np.random.default_rng(2)
+    coco = env.coco_gt()
+    infos, kept = [], []
+    for seed in range(12):  # seeded draws repeat images: each counts once, with its first episode's boxes
+        _, info = env.reset(seed=seed)
+        info = env.step(rng.integers(0, 2, env.n_max))[4]
+        if info["image_id"] not in {i["image_id"] for i in infos}:
+            kept += [info["candidates"][k] for k in info["kept"]]
+        infos.append(info)
+    ids = sorted({i["image_id"] for i in infos})
+    expected = pycocotools_stats(coco, kept, img_ids=ids)
+    stats = env.evaluate_episodes(infos)
+    np.testing.assert_allclose([stats[k] for k in STAT_NAMES], expected, atol=1e-12)
+    rescore = DetBoxRescoreEnv("test", **kw)  # new scores rank the boxes
+    _, info = rescore.reset(seed=0)
+    info = rescore.step(rng.uniform(0, 1, rescore.n_max).astype(np.float32))[4]
+    dets = [{**info["candidates"][k], "score": info["scores"][k]} for k in info["kept"]]
+    np.testing.assert_allclose([rescore.evaluate_episodes([info])[k] for k in STAT_NAMES],
+                               pycocotools_stats(coco, dets, img_ids=[info["image_id"]]), atol=1e-12)
+    with pytest.raises(ValueError, match="at least one"):
+        env.evaluate_episodes([])
 
 
 def test_seq_return_telescopes_to_final_ap(kw):
