@@ -29,8 +29,6 @@ Records carry the env's ``config_key``: results of another configuration are nev
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import resource
@@ -45,7 +43,7 @@ import numpy as np
 
 from benchmarks.harness.stats import interval_estimate, mean_of_task_means, paired_difference
 from benchmarks.harness.store import read_runs
-from detgym.data.io import atomic_savefig, atomic_write_bytes, atomic_write_json
+from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
 
 ALL_STRATEGIES = ("random", "entropy_mean", "entropy_sum", "score_uncertainty", "coreset", "mgral")
 QUICK_STRATEGIES = ("random", "entropy_mean", "coreset", "mgral")
@@ -218,14 +216,6 @@ def _auc(labeled: np.ndarray, maps: np.ndarray) -> np.ndarray:
     return np.trapezoid(maps, labeled, axis=-1) / (labeled[-1] - labeled[0])
 
 
-def _csv(rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
-
-
 def _plot(curves: dict[str, Curve], path: Path, metric: str) -> None:
     import matplotlib
 
@@ -244,7 +234,6 @@ def _plot(curves: dict[str, Curve], path: Path, metric: str) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     atomic_savefig(fig, path)
-    plt.close(fig)
 
 
 def aggregate(settings: Settings, config: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -276,8 +265,8 @@ def aggregate(settings: Settings, config: Any, records: list[dict[str, Any]]) ->
         summary[strategy] = {**row, "seeds": curve.seeds, "labeled": curve.labeled.tolist(),
                              "curve": curve.maps.mean(0).tolist()}
     if curve_rows:
-        atomic_write_bytes(out / "curves.csv", _csv(curve_rows))
-        atomic_write_bytes(out / "auc.csv", _csv(auc_rows))
+        atomic_write_csv(out / "curves.csv", curve_rows)
+        atomic_write_csv(out / "auc.csv", auc_rows)
         _plot(curves, out / "al_curves.png", config.map_metric)
     atomic_write_json(out / "summary.json", summary)
     return summary

@@ -16,8 +16,6 @@ whole split (``detgym.metrics.coco_evaluate``). Results go to a JSON file after 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from detgym.data.io import atomic_savefig, atomic_write_bytes, atomic_write_json
+from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
 
 #: (row name, agent name, env variant, learns)
 AGENTS: tuple[tuple[str, str, str, bool], ...] = (
@@ -123,14 +121,6 @@ def summarize(runs: list[dict], seeds: list[int]) -> list[dict]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, text.getvalue().encode())
-
-
 def plot(path: Path, rows: list[dict], title: str) -> None:
     import matplotlib
 
@@ -147,10 +137,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    try:
-        atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
               f"mean image AP {r['mean_image_ap']:.4f}  dAP vs NMS {r['dAP_vs_nms']:+.4f}  learn {r['learn_s']:.0f} s")
     csv_path, png_path = out.with_suffix(".summary.csv"), out.with_suffix(".summary.png")
     if rows:
-        write_csv(csv_path, rows)
+        atomic_write_csv(csv_path, rows)
         plot(png_path, rows, f"box selectors on {s.eval_split} ({s.preset}, {s.timesteps} SB3 steps)")
     print(f"wrote {out}, {csv_path} and {png_path}")
     return 0

@@ -67,10 +67,7 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or "RLO action probabilities over training (paper 000)")
     fig.tight_layout()
-    try:
-        return atomic_savefig(fig, out, dpi=120)
-    finally:
-        plt.close(fig)
+    return atomic_savefig(fig, out, dpi=120)
 
 
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:

@@ -154,10 +154,7 @@ def plot(path: Path, rows: dict[str, dict[str, Any]]) -> None:
     ax.set_title("DetLossWeight: does the weighting scheme matter?")
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
-    try:
-        atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import json
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from detgym.data.io import atomic_savefig, atomic_write_bytes, atomic_write_json
+from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
 
 #: Stats of table 1.
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -174,17 +172,6 @@ def summarize(runs: list[dict], seeds: list[int], n_boot: int) -> list[dict[str,
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    keys: list[str] = []
-    for r in rows:
-        keys.extend(k for k in r if k not in keys)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, text.getvalue().encode())
-
-
 def plot(path: Path, rows: list[dict], title: str) -> None:
     """AP / AP50 / AP75 per row with 95% CIs, as a grouped bar chart (PNG, atomic)."""
     import matplotlib
@@ -207,10 +194,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    try:
-        atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    atomic_savefig(fig, path, dpi=120)
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -288,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             if m in timed:
                 print(f"  seconds per iteration {m} / standard: {timed[m] / timed['standard']:.3f}")
     csv_path, png_path = out.with_suffix(".summary.csv"), out.with_suffix(".summary.png")
-    write_csv(csv_path, rows)
+    atomic_write_csv(csv_path, rows)
     if rows:
         plot(png_path, rows, f"paper 001 table 1 on digits ({args.preset}, {len(args.seeds)} seeds, "
                              f"{args.iterations} it)")

@@ -35,12 +35,8 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: str | Path) -> Path:
-    plt = _pyplot()
-    try:
-        fig.tight_layout()
-        return atomic_savefig(fig, path, dpi=120)
-    finally:
-        plt.close(fig)
+    fig.tight_layout()
+    return atomic_savefig(fig, path, dpi=120)
 
 
 def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

@@ -9,8 +9,6 @@ every env aggregates the AP over envs (IQM, runs resampled within each env: rlia
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from benchmarks.harness import stats
-from detgym.data.io import atomic_write_bytes
+from detgym.data.io import atomic_write_bytes, atomic_write_csv
 
 __all__ = ["ALL_ENVS", "METRICS", "format_markdown", "summary_rows", "write_summary"]
 
@@ -136,23 +134,12 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    keys: list[str] = []
-    for r in rows:
-        keys.extend(k for k in r if k not in keys)
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
-
-
 def write_summary(out: str | Path, rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.json`` (rows + the comparison's settings; a missing interval is null) and
     ``table.md`` atomically."""
     out = Path(out)
     paths = {"csv": out / "summary.csv", "json": out / "summary.json", "markdown": out / "table.md"}
-    atomic_write_bytes(paths["csv"], _csv(rows).encode())
+    atomic_write_csv(paths["csv"], rows)
     strict = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows]
     atomic_write_bytes(paths["json"], json.dumps({"settings": dict(settings), "rows": strict}, indent=1).encode())
     atomic_write_bytes(paths["markdown"], format_markdown(rows).encode())

@@ -8,6 +8,7 @@ into place with one ``os.rename``.
 
 from __future__ import annotations
 
+import csv
 import errno
 import io as _io
 import json
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ __all__ = [
     "write_image",
     "read_image",
     "atomic_write_json",
+    "atomic_write_csv",
+    "atomic_savefig",
     "atomic_directory",
     "cache_root",
 ]
@@ -86,10 +89,28 @@ def atomic_write_json(
 
 
 def atomic_savefig(fig: Any, path: str | os.PathLike[str], *, dpi: int = 100, fsync: bool = False) -> Path:
-    """Save a matplotlib figure as PNG to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    buffer = _io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buffer.getvalue(), fsync=fsync)
+    """Save a matplotlib figure as PNG to ``path`` atomically (see :func:`atomic_write_bytes`), then close it (also
+    when saving fails: pyplot keeps every open figure alive, and scripts draw many)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        buffer = _io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi)
+        return atomic_write_bytes(path, buffer.getvalue(), fsync=fsync)
+    finally:
+        plt.close(fig)
+
+
+def atomic_write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], *, fsync: bool = False) -> Path:
+    """Write ``rows`` as CSV atomically; the columns are every key of the rows, in order of first appearance."""
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    text = _io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_bytes(path, text.getvalue().encode(), fsync=fsync)
 
 
 def _cleanup_stale_tmp(parent: Path) -> None:
