@@ -26,7 +26,8 @@ class FamilyDefaults:
 
 FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {
     # paper 000, table 3: ordinary training is the baseline. One episode is a whole training run (DetLossWeight-v0:
-    # 74 steps, about a minute), so one evaluated episode per run and 256 timesteps (about 3.5 episodes) of training.
+    # 74 steps, about 3.5 minutes on one thread of a 2-core CPU), so one evaluated episode per run and 256 timesteps
+    # (about 3.5 episodes) of training.
     "loss_weight": FamilyDefaults("uniform", ("uniform", "avw", "rlo", "ppo"), train_budget=256, eval_episodes=1),
     # paper 001: greedy NMS is the baseline. One episode is one image (milliseconds): many of both.
     "box_select": FamilyDefaults("nms", ("nms", "random", "ppo"), train_budget=2048, eval_episodes=100),
