@@ -19,6 +19,15 @@ The digit pipeline of paper 004 (:mod:`detgym.pipeline`):
     sweep the confidence threshold on the val split (mAP and sequence accuracy), store the best.
 ``detgym predict --run RUN_DIR --images DIR --out DIR [--ann JSON]``
     write pred.json (COCO results) and pred.csv (digit strings at the stored threshold).
+
+The envs and the comparison harness:
+
+``detgym build-table [--preset P --episodes N --out FILE --set FIELD=VALUE]``
+    MGRAL's look-up table for DetSampleSelect's ``reward_mode="lookup"`` (papers 002/003, III-F); resumable.
+``detgym compare --env ID[,ID...] --agents A[,B...] --seeds N [--workers K --backend ray] --out DIR``
+    the suite's main job: agents compared across envs with intervals (:mod:`benchmarks.compare`); resumable.
+``detgym replay DIR/runs.jsonl [--run KEY]``
+    re-execute recorded runs and check that their rewards and metrics are reproduced exactly.
 """
 
 from __future__ import annotations
