@@ -4,7 +4,8 @@
 one function keeps the two metrics from drifting apart. Called from a kernel, numba compiles it into
 the caller and LLVM inlines it, so sharing it costs nothing on the hot path (see ``match_detection``
 for the shape this needs). numba's on-disk cache only watches the file that defines a kernel: after
-editing this file, touch ``coco.py``, ``image_ap.py`` and ``prepared_ap.py`` so their cached kernels are recompiled.
+editing this file, delete the cached kernels (``detgym/metrics/__pycache__/*.nbi`` and ``*.nbc``) so that
+those that compile it in (``coco.py``, ``_image_kernel.py``, ``image_ap.py``) are rebuilt.
 """
 
 from __future__ import annotations

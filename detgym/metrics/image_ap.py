@@ -5,7 +5,8 @@ gives for that image alone (``COCOeval`` with ``params.imgIds=[image]``, ``stats
 101 recall points, maxDets 100, area "all"). Paper 001 (eq. 5-11) samples k box sets per image and
 rewards each with its AP, so one call evaluates all K subsets of one image: the IoU matrix, the score
 order and the GT candidate lists are computed once per image and the subsets are boolean masks over
-the candidates.
+the candidates. The compiled kernel's two halves (per image, per subset) are in ``_image_kernel``,
+shared with ``PreparedAP``, which runs the first once per image of a DetBoxSelect split.
 
 Why the fast path is exact (the rules of pycocotools' ``evaluateImg`` / ``accumulate``, restricted to
 one image):
@@ -42,14 +43,30 @@ from typing import Any
 import numpy as np
 
 from ._backend import NUMBA_AVAILABLE, njit, use_numba
-from ._boxes import argsort_desc_stable, check_boxes, coco_iou, coco_iou_matrix, to_numpy, xyxy_to_xywh
+from ._boxes import check_boxes, coco_iou_matrix, to_numpy, xyxy_to_xywh
 from ._cocoparams import AREA_RANGES, EPS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS
-from ._matching import match_detection
+from ._image_kernel import prepare_image, subsets_ap
 
 __all__ = ["image_ap"]
 
 _AREA_HI = float(AREA_RANGES[0, 1])  # area "all" is [0, 1e10]; boxes outside it are ignored
 _MAX_DET = MAX_DETS[-1]
+
+
+@njit
+def _inputs_ok(d_xyxy, d_score, g_xyxy):  # pragma: no cover - compiled
+    """False when a box is not finite with x2 >= x1, y2 >= y1 or a score is NaN."""
+    for boxes in (d_xyxy, g_xyxy):
+        for i in range(boxes.shape[0]):
+            for j in range(4):
+                if not np.isfinite(boxes[i, j]):
+                    return False
+            if boxes[i, 2] < boxes[i, 0] or boxes[i, 3] < boxes[i, 1]:
+                return False
+    for i in range(d_score.shape[0]):
+        if np.isnan(d_score[i]):
+            return False
+    return True
 
 
 @njit
@@ -60,204 +77,12 @@ def _image_ap_kernel(d_xyxy, d_score, d_lab, g_xyxy, g_lab, g_crowd, keep, match
     Returns 0, or 1 when a box is not finite with x2 >= x1, y2 >= y1 or a score is NaN (the caller
     then finds and reports the culprit).
     """
-    N = d_xyxy.shape[0]
-    G = g_xyxy.shape[0]
-    # The checks and the xywh conversion pycocotools would be handed ([x1, y1, x2 - x1, y2 - y1]).
-    d_xywh = np.empty((N, 4), dtype=np.float64)
-    for i in range(N):
-        for j in range(4):
-            if not np.isfinite(d_xyxy[i, j]):
-                return 1
-        if d_xyxy[i, 2] < d_xyxy[i, 0] or d_xyxy[i, 3] < d_xyxy[i, 1] or np.isnan(d_score[i]):
-            return 1
-        d_xywh[i, 0] = d_xyxy[i, 0]
-        d_xywh[i, 1] = d_xyxy[i, 1]
-        d_xywh[i, 2] = d_xyxy[i, 2] - d_xyxy[i, 0]
-        d_xywh[i, 3] = d_xyxy[i, 3] - d_xyxy[i, 1]
-    g_xywh = np.empty((G, 4), dtype=np.float64)
-    for i in range(G):
-        for j in range(4):
-            if not np.isfinite(g_xyxy[i, j]):
-                return 1
-        if g_xyxy[i, 2] < g_xyxy[i, 0] or g_xyxy[i, 3] < g_xyxy[i, 1]:
-            return 1
-        g_xywh[i, 0] = g_xyxy[i, 0]
-        g_xywh[i, 1] = g_xyxy[i, 1]
-        g_xywh[i, 2] = g_xyxy[i, 2] - g_xyxy[i, 0]
-        g_xywh[i, 3] = g_xyxy[i, 3] - g_xyxy[i, 1]
-    K = keep.shape[0]
-    T = match_thr.shape[0]
-    R = rec_thr.shape[0]
-
-    order = argsort_desc_stable(d_score)
-
-    # Compact category index over the labels present (order of first appearance; only the
-    # summation order of the per-category APs depends on it).
-    labs = np.empty(G + N, dtype=np.int64)
-    C = 0
-    gcat = np.empty(G, dtype=np.int64)
-    dcat = np.empty(N, dtype=np.int64)
-    for q in range(G + N):
-        lab = g_lab[q] if q < G else d_lab[q - G]
-        c = 0
-        while c < C and labs[c] != lab:
-            c += 1
-        if c == C:
-            labs[C] = lab
-            C += 1
-        if q < G:
-            gcat[q] = c
-        else:
-            dcat[q - G] = c
-
-    # GT order: non-ignored first, stable (pycocotools' mergesort on the ignore flag).
-    g_ign = np.zeros(G, dtype=np.bool_)
-    for q in range(G):
-        a = g_xywh[q, 2] * g_xywh[q, 3]
-        g_ign[q] = g_crowd[q] or a < 0.0 or a > area_hi
-    gorder = np.empty(G, dtype=np.int64)
-    n = 0
-    for q in range(G):
-        if not g_ign[q]:
-            gorder[n] = q
-            n += 1
-    for q in range(G):
-        if g_ign[q]:
-            gorder[n] = q
-            n += 1
-    gig_o = np.empty(G, dtype=np.bool_)
-    gcr_o = np.empty(G, dtype=np.bool_)
-    npig = np.zeros(C, dtype=np.int64)
-    for qq in range(G):
-        q = gorder[qq]
-        gig_o[qq] = g_ign[q]
-        gcr_o[qq] = g_crowd[q]
-        if not g_ign[q]:
-            npig[gcat[q]] += 1
-    cv = 0
-    for c in range(C):
-        if npig[c] > 0:
-            cv += 1
-    walk_all = cv == 0
-
-    # Candidate GTs of each detection (sorted position p): same label, IoU >= the lowest threshold,
-    # in GT order. Only they can ever match.
-    thr_min = match_thr[0]
-    for t in range(T):
-        if match_thr[t] < thr_min:
-            thr_min = match_thr[t]
-    cstart = np.zeros(N + 1, dtype=np.int64)
-    cg = np.empty(max(N * G, 1), dtype=np.int64)
-    civ = np.empty(max(N * G, 1), dtype=np.float64)
-    d_out = np.zeros(N, dtype=np.bool_)
-    pcat = np.empty(N, dtype=np.int64)
-    nc = 0
-    for p in range(N):
-        i = order[p]
-        cstart[p] = nc
-        pcat[p] = dcat[i]
-        a = d_xywh[i, 2] * d_xywh[i, 3]
-        d_out[p] = a < 0.0 or a > area_hi
-        for qq in range(G):
-            q = gorder[qq]
-            if g_lab[q] != d_lab[i]:
-                continue
-            v = coco_iou(d_xywh[i, 0], d_xywh[i, 1], d_xywh[i, 2], d_xywh[i, 3],
-                         g_xywh[q, 0], g_xywh[q, 1], g_xywh[q, 2], g_xywh[q, 3], g_crowd[q])
-            if v >= thr_min:
-                cg[nc] = qq
-                civ[nc] = v
-                nc += 1
-    cstart[N] = nc
-
-    # Weight of the n-th true positive's interpolated precision: how many recall points first reach
-    # recall n / npig (n = 0 reads the first true positive too).
-    wts = np.zeros((C, G + 2), dtype=np.float64)
-    for c in range(C):
-        P = npig[c]
-        if P == 0:
-            continue
-        n = 0
-        for r in range(R):
-            while n < P and n / P < rec_thr[r]:
-                n += 1
-            wts[c, max(n, 1)] += 1.0
-
-    cnt = np.zeros(C, dtype=np.int64)
-    basefp = np.zeros(C, dtype=np.int64)
-    act = np.empty(N, dtype=np.int64)
-    actb = np.empty(N, dtype=np.int64)
-    gm = np.zeros(G, dtype=np.bool_)
-    tp = np.zeros(C, dtype=np.int64)
-    xfp = np.zeros(C, dtype=np.int64)
-    prbuf = np.zeros((C, G + 2), dtype=np.float64)
-
-    for k in range(K):
-        cnt[:] = 0
-        basefp[:] = 0
-        na = 0
-        for p in range(N):
-            i = order[p]
-            if not keep[k, i]:
-                continue
-            c = pcat[p]
-            if not walk_all and npig[c] == 0:
-                continue
-            cnt[c] += 1
-            if cnt[c] > max_det:
-                continue
-            if cstart[p + 1] > cstart[p]:
-                act[na] = p
-                actb[na] = basefp[c]
-                na += 1
-            elif not d_out[p]:
-                basefp[c] += 1
-        if walk_all:
-            if not no_gt_reward:
-                out[k] = -1.0
-                continue
-            if basefp.sum() > 0:
-                out[k] = 0.0
-                continue
-        total = 0.0
-        clean = 0
-        for t in range(T):
-            thr = match_thr[t]
-            gm[:] = False
-            tp[:] = 0
-            xfp[:] = 0
-            for a in range(na):
-                p = act[a]
-                c = pcat[p]
-                m = match_detection(cstart[p], cstart[p + 1], cg, civ, gm, gcr_o, gig_o, thr)
-                if m == -1:
-                    if not d_out[p]:
-                        xfp[c] += 1
-                    continue
-                gm[m] = True
-                if gig_o[m]:
-                    continue
-                tp[c] += 1
-                n = tp[c]
-                prbuf[c, n] = n / (float(xfp[c] + actb[a] + n) + eps)
-            if walk_all:
-                if xfp.sum() == 0:
-                    clean += 1
-                continue
-            for c in range(C):
-                if npig[c] == 0:
-                    continue
-                run = 0.0
-                s = 0.0
-                for n in range(tp[c], 0, -1):
-                    if prbuf[c, n] > run:
-                        run = prbuf[c, n]
-                    s += wts[c, n] * run
-                total += s
-        if walk_all:
-            out[k] = clean / T
-        else:
-            out[k] = total / (T * R * cv)
+    if not _inputs_ok(d_xyxy, d_score, g_xyxy):
+        return 1
+    index, ints, floats, flags = prepare_image(d_xyxy, d_score, d_lab, g_xyxy, g_lab, g_crowd, match_thr, rec_thr,
+                                               area_hi)
+    subsets_ap(np.zeros(keep.shape[0], dtype=np.int64), keep, index, ints, floats, flags, match_thr,
+               rec_thr.shape[0], max_det, eps, no_gt_reward, out)
     return 0
 
 
