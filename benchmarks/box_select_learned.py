@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
+from benchmarks.harness.plots import grouped_bars
+from detgym.data.io import atomic_write_csv, atomic_write_json
 
 #: (row name, agent name, env variant, learns)
 AGENTS: tuple[tuple[str, str, str, bool], ...] = (
@@ -122,22 +123,9 @@ def summarize(runs: list[dict], seeds: list[int]) -> list[dict]:
 
 
 def plot(path: Path, rows: list[dict], title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 4))
-    x = np.arange(len(rows))
-    for j, (key, label) in enumerate((("AP", "COCO AP (split)"), ("mean_image_ap", "mean per-image AP"))):
-        ax.bar(x + (j - 0.5) * 0.38, [r[key] for r in rows], 0.38, yerr=[r[f"{key}_sd"] for r in rows], capsize=3,
-               label=label)
-    ax.set_xticks(x, [r["row"] for r in rows], rotation=25, ha="right", fontsize=8)
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
+    series = {label: ([r[key] for r in rows], [r[f"{key}_sd"] for r in rows])
+              for key, label in (("AP", "COCO AP (split)"), ("mean_image_ap", "mean per-image AP"))}
+    grouped_bars(path, [r["row"] for r in rows], series, title, width=1.3, rotation=25, ha="right", fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> int:

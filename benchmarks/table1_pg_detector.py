@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
+from benchmarks.harness.plots import grouped_bars
+from detgym.data.io import atomic_write_csv, atomic_write_json
 
 #: Stats of table 1.
 STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -174,27 +175,14 @@ def summarize(runs: list[dict], seeds: list[int], n_boot: int) -> list[dict[str,
 
 def plot(path: Path, rows: list[dict], title: str) -> None:
     """AP / AP50 / AP75 per row with 95% CIs, as a grouped bar chart (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [f"{r['method']}\n{r['postprocess']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 4))
-    x = np.arange(len(rows))
-    for j, st in enumerate(("AP", "AP50", "AP75")):
+    series = {}
+    for st in ("AP", "AP50", "AP75"):
         mean = np.array([r[st] for r in rows])
         lo = np.array([r.get(f"{st}_lo", np.nan) for r in rows])
         hi = np.array([r.get(f"{st}_hi", np.nan) for r in rows])
-        err = np.nan_to_num(np.stack([mean - lo, hi - mean]), nan=0.0)
-        ax.bar(x + (j - 1) * 0.27, mean, 0.27, yerr=err, capsize=3, label=st)
-    ax.set_xticks(x, names, fontsize=7)
-    ax.set_ylabel("test split (mean, 95% CI)")
-    ax.set_title(title)
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    atomic_savefig(fig, path, dpi=120)
+        series[st] = (mean, np.stack([mean - lo, hi - mean]))
+    names = [f"{r['method']}\n{r['postprocess']}" for r in rows]
+    grouped_bars(path, names, series, title, ylabel="test split (mean, 95% CI)", width=1.6, fontsize=7)
 
 
 # --------------------------------------------------------------------------------------------------- main

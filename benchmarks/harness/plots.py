@@ -4,6 +4,7 @@
   mean with 95% stratified bootstrap intervals (the summary rows of :mod:`benchmarks.harness.report`);
 * :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps (a moving
   average where there are many episodes), one thin line per seed and their mean;
+* :func:`grouped_bars`: a bar per (row, series) with error bars, for the benchmark scripts' tables;
 * :func:`plot_action_frequencies`: for discrete actions, what each agent chose as it learned: the probabilities of
   agents that expose them (RLO, over the decisions of its evaluated episode, which is its training: RLO learns
   online, eq. 8-9 of paper 000) beside the learning agents' action frequencies over their training timesteps
@@ -22,7 +23,7 @@ import numpy as np
 
 from detgym.data.io import atomic_savefig
 
-__all__ = ["plot_action_frequencies", "plot_learning_curves", "plot_scores"]
+__all__ = ["grouped_bars", "plot_action_frequencies", "plot_learning_curves", "plot_scores"]
 
 
 def _pyplot() -> Any:
@@ -37,6 +38,26 @@ def _pyplot() -> Any:
 def _save(fig: Any, path: str | Path) -> Path:
     fig.tight_layout()
     return atomic_savefig(fig, path, dpi=120)
+
+
+def grouped_bars(path: str | Path, names: Sequence[str], series: Mapping[str, tuple[Sequence[float], Any]],
+                 title: str, *, ylabel: str | None = None, width: float = 1.4, **xtick_kwargs: Any) -> Path:
+    """One group of bars per name, one bar per series: ``label -> (heights, errors)``, errors as matplotlib's
+    ``yerr`` (``[n]`` symmetric or ``[2, n]`` below / above; NaN draws none)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(width * len(names) + 2, 4))
+    x = np.arange(len(names))
+    bar = 0.8 / len(series)
+    for j, (label, (heights, errors)) in enumerate(series.items()):
+        yerr = np.nan_to_num(np.asarray(errors, dtype=float), nan=0.0)
+        ax.bar(x + (j - (len(series) - 1) / 2) * bar, heights, bar, yerr=yerr, capsize=3, label=label)
+    ax.set_xticks(x, names, **xtick_kwargs)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
 
 
 def _grouped(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
