@@ -65,21 +65,11 @@ def _env(variant: str, preset: str, split: str, **kwargs: Any) -> Any:
 def evaluate(env: Any, agent: Any) -> dict[str, Any]:
     """Run ``agent`` once on every image of ``env``'s split: mean per-image return and the split's COCO stats."""
     from agents.rollout import run_episode
-    from detgym.metrics import coco_evaluate
 
     base = env.unwrapped
-    returns, detections = [], []
-    for i in range(base.n_images):
-        episode = run_episode(env, agent, options={"image_index": i})
-        returns.append(episode.episode_return)
-        info = episode.last_info
-        new_scores = info.get("scores")  # the rescore variant ranks by the agent's scores
-        for k in info["kept"]:
-            det = dict(info["candidates"][k])
-            if new_scores is not None:
-                det["score"] = float(new_scores[k])
-            detections.append(det)
-    stats = coco_evaluate(base.coco_gt(), detections)
+    episodes = [run_episode(env, agent, options={"image_index": i}) for i in range(base.n_images)]
+    returns = [episode.episode_return for episode in episodes]
+    stats = base.evaluate_episodes([episode.last_info for episode in episodes])
     return {"mean_image_ap": float(np.mean(returns)), "AP": stats["AP"], "AP50": stats["AP50"],
             "AP75": stats["AP75"], "n_images": base.n_images}
 
