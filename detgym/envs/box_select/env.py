@@ -289,10 +289,11 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     the classes without ground truth in the image, so kept boxes of such classes cost nothing there (keeping every
     candidate scores about as well as NMS per image, and much worse over a dataset); ``absent_classes="penalize"``
     adds each such class to the per-class mean with AP 0 (``info["reward_ap"]`` is the AP the reward counts,
-    ``info["ap"]`` pycocotools' either way). An image without ground truth scores
-    ``image_ap``'s documented no-GT value: the fraction of the 10 IoU thresholds at which the kept set has no false
-    positive (1.0 for an empty set, 0.0 if any box is kept). An image without candidates still gives an episode:
-    every action keeps nothing (its slots are padding) and scores the AP of the empty set (0, or 1 without GT).
+    ``info["ap"]`` pycocotools' either way); ``env.unwrapped.evaluate_episodes(infos)`` gives the COCO stats of
+    finished episodes' kept boxes over their images together. An image without ground truth scores ``image_ap``'s
+    documented no-GT value: the fraction of the 10 IoU thresholds at which the kept set has no false positive (1.0
+    for an empty set, 0.0 if any box is kept). An image without candidates still gives an episode: every action
+    keeps nothing (its slots are padding) and scores the AP of the empty set (0, or 1 without GT).
 
     ## Starting State
 
@@ -311,8 +312,7 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     pixels, in slot order). ``step`` adds ``kept`` (the kept slot indices, a list of ints), ``ap`` (the kept set's AP),
     ``reward_ap`` (see Rewards), ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays,
     so gymnasium's vector envs can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO
-    ground truth: pycocotools on it and the kept
-    dicts, restricted to ``image_id``, gives ``ap``.
+    ground truth: pycocotools on it and the kept dicts, restricted to ``image_id``, gives ``ap``.
 
     ## Arguments
 
@@ -388,9 +388,8 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
     ## Rewards
 
     The change of the kept set's per-image AP (``reward_ap``): ``r_t = AP(S_t) - AP(S_{t-1})`` with
-    ``AP(S_0) := 0``, so the
-    undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also subtracts the NMS AP,
-    and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
+    ``AP(S_0) := 0``, so the undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also
+    subtracts the NMS AP, and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
 
     ## Starting State
 
