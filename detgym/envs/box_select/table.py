@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
+from detgym.metrics import image_ap
+from detgym.metrics.prepared_ap import PreparedAP
+
 from .candidates import CacheError, SplitCandidates
 from .features import n_features, pad_split
-from detgym.metrics import image_ap
-
-from detgym.metrics.prepared_ap import PreparedAP
 
 __all__ = ["ImageTable", "greedy_nms_keep"]
 
