@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.base import Agent, env_family
+from detgym.agents.base import Agent, env_family
 from detgym.envs.sample_select.observation import column
 
 __all__ = ["EntropyAgent", "STRATEGIES", "ScoreAgent", "ScoreUncertaintyAgent", "fits_sample_select", "rank_scores"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.constant import ConstantAgent
+from detgym.agents.constant import ConstantAgent
 
 __all__ = ["AVWAgent"]
 

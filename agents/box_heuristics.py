@@ -1,4 +1,4 @@
-"""The NMS family (:mod:`agents.nms`) as agents of the three DetBoxSelect envs (paper 001's baselines).
+"""The NMS family (:mod:`detgym.agents.nms`) as agents of the three DetBoxSelect envs (paper 001's baselines).
 
 A rule turns one image's candidates into new scores (0 = dropped); the agent reads the candidates from the
 observation (valid flag, normalised box, score, one-hot class: IoU does not change when both axes are scaled, so
@@ -21,8 +21,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.base import Agent, env_family
-from agents.nms import RULES
+from detgym.agents.base import Agent, env_family
+from detgym.agents.nms import RULES
 
 __all__ = ["BoxRuleAgent", "OracleAgent", "RESCORING_RULES", "box_variant", "rule_fits"]
 
@@ -51,7 +51,7 @@ def rule_fits(rule: str, env: gym.Env) -> bool:
 
 
 class BoxRuleAgent(Agent):
-    """A rule of :data:`agents.nms.RULES` acting in a DetBoxSelect env from its observations.
+    """A rule of :data:`detgym.agents.nms.RULES` acting in a DetBoxSelect env from its observations.
 
     Args:
         env: the env it will act in (its variant, feature layout and ``n_max``).

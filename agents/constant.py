@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.base import Agent, env_family
+from detgym.agents.base import Agent, env_family
 from detgym.envs.loss_weight.weighting import N_ACTIONS
 
 __all__ = ["ConstantAgent", "fits_loss_weight_schemes"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.active_learning import ScoreAgent, rank_scores
+from detgym.agents.active_learning import ScoreAgent, rank_scores
 from detgym.envs.sample_select.observation import column
 
 __all__ = ["CoreSetAgent", "k_center_greedy"]

@@ -36,8 +36,8 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from agents.active_learning import fits_sample_select, rank_scores
-from agents.base import Agent
+from detgym.agents.active_learning import fits_sample_select, rank_scores
+from detgym.agents.base import Agent
 from detgym.envs.sample_select.observation import COLUMNS, column, embed_dim
 
 __all__ = ["MGRALAgent", "MGRALPolicy", "ema_baseline", "plackett_luce_log_prob", "standardise_candidates"]

@@ -3,7 +3,7 @@
 Every rule maps one image's score-sorted candidates (``boxes`` xyxy ``[N, 4]``, ``scores`` ``[N]``, ``labels``
 ``[N]``) to new scores ``[N]`` where 0 drops a box: a selector (greedy NMS, top-k, score threshold, keep-all, the
 ground-truth oracle) keeps some boxes with their own scores, a re-scorer (soft-NMS) changes them. The agents in
-:mod:`agents.box_heuristics` are thin over these functions, and :func:`postprocess` / :func:`evaluate_rule` run
+:mod:`detgym.agents.box_heuristics` are thin over these functions, and :func:`postprocess` / :func:`evaluate_rule` run
 them over a whole split for :func:`detgym.metrics.coco_evaluate` (the "greedy NMS" and "soft-NMS" rows of table 1
 of paper 001).
 

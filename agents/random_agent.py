@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from agents.base import Agent
+from detgym.agents.base import Agent
 
 __all__ = ["RandomAgent"]
 

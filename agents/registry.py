@@ -1,4 +1,4 @@
-"""Every agent of every env family by name: what :func:`agents.make_agent` and ``detgym compare --list`` read.
+"""Every agent of every env family by name: what :func:`detgym.agents.make_agent` and ``detgym compare --list`` read.
 
 Each row is an :class:`AgentSpec`: a name, which envs it fits (family and action space), whether it learns, and
 how to build it. Agents are built lazily, so listing them imports no torch. A family adds its agents by adding
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from agents.base import Agent
+from detgym.agents.base import Agent
 
 __all__ = ["AGENTS", "AgentSpec", "agent_names", "make_agent"]
 
@@ -36,14 +36,14 @@ class AgentSpec:
 
 # ------------------------------------------------------------------------------------------- builders
 def _loss_weight_fits(env: gym.Env) -> bool:
-    from agents.constant import fits_loss_weight_schemes
+    from detgym.agents.constant import fits_loss_weight_schemes
 
     return fits_loss_weight_schemes(env)
 
 
 def _constant(action: int) -> Callable[..., Agent]:
     def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-        from agents.constant import ConstantAgent
+        from detgym.agents.constant import ConstantAgent
 
         return ConstantAgent(action, **kwargs)
 
@@ -51,25 +51,25 @@ def _constant(action: int) -> Callable[..., Agent]:
 
 
 def _avw(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-    from agents.avw import AVWAgent
+    from detgym.agents.avw import AVWAgent
 
     return AVWAgent(**kwargs)
 
 
 def _uniform(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-    from agents.uniform import UniformAgent
+    from detgym.agents.uniform import UniformAgent
 
     return UniformAgent(**kwargs)
 
 
 def _rlo(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-    from agents.rlo import RLOAgent
+    from detgym.agents.rlo import RLOAgent
 
     return RLOAgent(seed=seed, **kwargs)
 
 
 def _random(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-    from agents.random_agent import RandomAgent
+    from detgym.agents.random_agent import RandomAgent
 
     if env is None:
         return RandomAgent(seed=seed, **kwargs)
@@ -78,7 +78,7 @@ def _random(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
 
 def _sb3(algo: str) -> Callable[..., Agent]:
     def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-        from agents.sb3 import SB3Agent
+        from detgym.agents.sb3 import SB3Agent
 
         if env is None:
             raise ValueError(f"agent {algo!r} learns on an env: pass env=...")
@@ -89,7 +89,7 @@ def _sb3(algo: str) -> Callable[..., Agent]:
 
 def _sb3_fits(algo: str) -> Callable[[gym.Env], bool]:
     def fits(env: gym.Env) -> bool:
-        from agents.sb3 import algo_fits
+        from detgym.agents.sb3 import algo_fits
 
         return algo_fits(algo, env)
 
@@ -105,7 +105,7 @@ _SCHEMES = ("AVW's scheme (largest variance drop)", "smallest loss", "largest lo
 
 def _box_rule_fits(rule: str) -> Callable[[gym.Env], bool]:
     def fits(env: gym.Env) -> bool:
-        from agents.box_heuristics import rule_fits
+        from detgym.agents.box_heuristics import rule_fits
 
         return rule_fits(rule, env)
 
@@ -114,7 +114,7 @@ def _box_rule_fits(rule: str) -> Callable[[gym.Env], bool]:
 
 def _box_rule(rule: str) -> Callable[..., Agent]:
     def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-        from agents.box_heuristics import BoxRuleAgent, OracleAgent
+        from detgym.agents.box_heuristics import BoxRuleAgent, OracleAgent
 
         if env is None:
             raise ValueError(f"agent {rule!r} reads the DetBoxSelect env's layout: pass env=...")
@@ -134,21 +134,21 @@ _BOX_RULES = (
 )
 
 def _sample_select_fits(env: gym.Env) -> bool:
-    from agents.active_learning import fits_sample_select
+    from detgym.agents.active_learning import fits_sample_select
 
     return fits_sample_select(env)
 
 
 def _mgral_fits(env: gym.Env) -> bool:
-    from agents.mgral import MGRALAgent
+    from detgym.agents.mgral import MGRALAgent
 
     return MGRALAgent.fits(env)
 
 
 def _al_strategy(name: str) -> Callable[..., Agent]:
     def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-        from agents.active_learning import STRATEGIES
-        from agents.coreset import CoreSetAgent
+        from detgym.agents.active_learning import STRATEGIES
+        from detgym.agents.coreset import CoreSetAgent
 
         spaces = {} if env is None else {"observation_space": env.observation_space, "action_space": env.action_space}
         factory = CoreSetAgent if name == "coreset" else STRATEGIES[name]
@@ -158,7 +158,7 @@ def _al_strategy(name: str) -> Callable[..., Agent]:
 
 
 def _mgral(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
-    from agents.mgral import MGRALAgent
+    from detgym.agents.mgral import MGRALAgent
 
     return MGRALAgent(env, seed=seed, **kwargs)
 

@@ -1,7 +1,7 @@
 """The one episode loop of detgym: run an agent in an env, record what happened.
 
 Used by the benchmarks, the tests, ``detgym compare`` and the README instead of hand-written loops.
-``run_episode`` applies the agent's :meth:`~agents.base.Agent.wrap_env`, passes ``episode_start`` and the
+``run_episode`` applies the agent's :meth:`~detgym.agents.base.Agent.wrap_env`, passes ``episode_start`` and the
 env's ``action_masks()`` (where it has them) to ``predict``, and returns an :class:`Episode` with the actions
 (JSON-able, as the unwrapped env received them: a recorded episode replays on the bare env), rewards, the end
 condition and the last step's ``final_metrics``.

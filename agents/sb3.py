@@ -4,12 +4,12 @@
 (:class:`~detgym.envs.loss_weight.wrappers.LogScaleObservation`) on DetLossWeight envs only, and a ``[-1, 1]``
 rescaling of a Box action whose bounds are not already that. :func:`make_sb3` builds an algorithm with
 defaults sized for short episodes on the CPU; :class:`SB3Agent` holds one with the detgym agent interface
-(``learn`` + ``predict`` + ``wrap_env``), which is what :func:`agents.make_agent` returns for ``"ppo"``,
+(``learn`` + ``predict`` + ``wrap_env``), which is what :func:`detgym.agents.make_agent` returns for ``"ppo"``,
 ``"a2c"``, ``"dqn"``, ``"maskable_ppo"`` and ``"recurrent_ppo"``.
 
 Example::
 
-    from agents.sb3 import make_sb3, make_vec
+    from detgym.agents.sb3 import make_sb3, make_vec
     venv = make_vec("DetLossWeight-Test-v0", n_envs=1, seed=0)
     model = make_sb3("ppo", venv, seed=0).learn(200)
 """
@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agents.base import Agent, env_family
+from detgym.agents.base import Agent, env_family
 
 __all__ = ["ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "make_env", "make_sb3", "make_vec", "wrap_env"]
 
@@ -127,7 +127,7 @@ class SB3Agent(Agent):
 
     The model trains on ``wrap_env(env)`` (the env itself, wrapped; one env, SB3's Monitor), so its training
     episodes use whatever seeds SB3 resets the env with (``seed``); evaluate it on other seeds through
-    :func:`agents.rollout.run_episode`, which applies :meth:`wrap_env` to the evaluation env.
+    :func:`detgym.agents.rollout.run_episode`, which applies :meth:`wrap_env` to the evaluation env.
 
     Args:
         algo: one of :data:`ALGOS`.

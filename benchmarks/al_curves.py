@@ -20,7 +20,7 @@ Top to bottom:
 5. the aggregate: per strategy and labeled-set size the mean mAP with a 95% bootstrap interval over seeds; per
    seed the normalised area under the curve (trapezoid over labeled images / their range = the mean mAP over the
    budget), its mean with a 95% bootstrap interval, and the paired difference to random (same seeds)
-   (:mod:`benchmarks.harness.stats`, SciPy's bootstrap); ``curves.csv``, ``auc.csv``, ``al_curves.png``,
+   (:mod:`detgym.compare.stats`, SciPy's bootstrap); ``curves.csv``, ``auc.csv``, ``al_curves.png``,
    ``summary.json``. It also prints whether every strategy's mAP rises over the cycles, and the episode times.
 
 Records carry the env's ``config_key``: results of another configuration are never mixed in.
@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.stats import interval_estimate, mean_of_task_means, paired_difference
-from benchmarks.harness.store import read_runs
+from detgym.compare.stats import interval_estimate, mean_of_task_means, paired_difference
+from detgym.compare.store import read_runs
 from detgym.data.io import atomic_savefig, atomic_write_csv, atomic_write_json
 
 ALL_STRATEGIES = ("random", "entropy_mean", "entropy_sum", "score_uncertainty", "coreset", "mgral")
@@ -89,7 +89,7 @@ def _train_mgral(settings: Settings, path: str) -> str:
     """Build the look-up table, train MGRAL on the look-up env, save its weights."""
     import torch
 
-    from agents.mgral import MGRALAgent
+    from detgym.agents.mgral import MGRALAgent
     from detgym.envs.sample_select import build_table
     from detgym.train import atomic_torch_save
 
@@ -110,10 +110,10 @@ def _train_mgral(settings: Settings, path: str) -> str:
 
 
 def _agent(settings: Settings, strategy: str, env: Any, seed: int, cycle: int, mgral_path: str) -> Any:
-    from agents import make_agent
+    from detgym.agents import make_agent
 
     if strategy == "mgral":
-        from agents.mgral import MGRALAgent
+        from detgym.agents.mgral import MGRALAgent
         from detgym.train import load_plain
 
         agent = MGRALAgent(env, seed=seed)
@@ -138,7 +138,7 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 
 def _evaluate(settings: Settings, strategy: str, seed: int, config_key: str, mgral_path: str) -> str:
     """Run (or finish) the episode of ``strategy`` on ``seed``, one cycle at a time (see the module docstring)."""
-    from agents import run_episode
+    from detgym.agents import run_episode
     from detgym.train import atomic_torch_save, load_plain
 
     out = Path(settings.out)

@@ -1,9 +1,9 @@
 """Learned box selectors against greedy NMS, soft-NMS and the ground-truth oracle (paper 001's setting as an env).
 
 SB3 PPO learns on ``DetBoxSelect-v0`` (keep-mask) and ``DetBoxRescore-v0`` (new scores), sb3-contrib MaskablePPO
-on ``DetBoxSelectSeq-v0`` (one box per step, action masks), each out of the box from ``agents.make_agent`` on the
+on ``DetBoxSelectSeq-v0`` (one box per step, action masks), each out of the box from ``detgym.agents.make_agent`` on the
 train split. Every agent, learned or heuristic, is then run once on every image of the test split
-(``agents.rollout.run_episode`` with ``options={"image_index": i}``, deterministic policies), which gives two
+(``detgym.agents.rollout.run_episode`` with ``options={"image_index": i}``, deterministic policies), which gives two
 figures: the mean per-image AP (the env's return) and the COCO AP / AP50 / AP75 of the kept detections of the
 whole split (``detgym.metrics.coco_evaluate``). Results go to a JSON file after each agent (atomic; finished
 (agent, seed) pairs are skipped on restart), the summary to CSV and PNG.
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.plots import grouped_bars
+from detgym.compare.plots import grouped_bars
 from detgym.data.io import atomic_write_csv, atomic_write_json
 
 #: (row name, agent name, env variant, learns)
@@ -58,13 +58,13 @@ def _env(variant: str, preset: str, split: str, **kwargs: Any) -> Any:
     import detgym  # noqa: F401
     from detgym.envs import PRESET_IDS
 
-    suffix = {p: sfx for sfx, p in PRESET_IDS["box_select"]}[preset]
+    suffix = {p: sfx for sfx, p in PRESET_IDS["box_select"][0]}[preset]
     return gym.make(f"{variant}{suffix}-v0", split=split, **kwargs)
 
 
 def evaluate(env: Any, agent: Any) -> dict[str, Any]:
     """Run ``agent`` once on every image of ``env``'s split: mean per-image return and the split's COCO stats."""
-    from agents.rollout import run_episode
+    from detgym.agents.rollout import run_episode
 
     base = env.unwrapped
     episodes = [run_episode(env, agent, options={"image_index": i}) for i in range(base.n_images)]
@@ -75,7 +75,7 @@ def evaluate(env: Any, agent: Any) -> dict[str, Any]:
 
 
 def run_one(settings: dict[str, Any], row: str, seed: int) -> dict[str, Any]:
-    from agents import make_agent
+    from detgym.agents import make_agent
 
     s = Settings(**settings)
     _, name, variant, learns = next(a for a in AGENTS if a[0] == row)

@@ -6,7 +6,7 @@
    the Seq and Rescore variants alongside (informational);
 3. the native vector env (``make_vec(..., num_envs=64, vectorization_mode="vector_entry_point")``) in images per
    second against CartPole's single-env steps per second [>= 2x];
-4. one policy-gradient fine-tuning iteration (agents.pg_detector) against one standard iteration of the same
+4. one policy-gradient fine-tuning iteration (detgym.agents.pg_detector) against one standard iteration of the same
    detector, trainer settings and batch size, blocks interleaved [<= 1.10x].
 
 Each figure is the median over rounds. Results (with the settings) are written to ``--out`` as JSON.
@@ -75,7 +75,7 @@ def _make_seconds(env_id: str) -> float:
 
 def _pg_cost(preset: str, iterations: int, rounds: int, seed: int) -> dict[str, Any]:
     """Seconds per iteration of standard and PG fine-tuning, blocks interleaved, from the preset's detector."""
-    from agents.pg_detector import PGConfig, PolicyGradientDetector
+    from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector
     from detgym.envs.box_select import PRESETS
     from detgym.envs.box_select.candidates import load_detector
     from detgym.envs.substrate import LoadedSubstrate
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     import detgym  # noqa: F401
     from detgym.envs import PRESET_IDS
 
-    suffix = {preset: sfx for sfx, preset in PRESET_IDS["box_select"]}.get(s.preset)
+    suffix = {preset: sfx for sfx, preset in PRESET_IDS["box_select"][0]}.get(s.preset)
     if suffix is None:
-        raise SystemExit(f"--preset must be one of {[p for _, p in PRESET_IDS['box_select']]}")
+        raise SystemExit(f"--preset must be one of {[p for _, p in PRESET_IDS['box_select'][0]]}")
     ids = {v: f"{v}{suffix}-v0" for v in ("DetBoxSelect", "DetBoxSelectSeq", "DetBoxRescore")}
     envs = {"CartPole": gym.make("CartPole-v1"), **{v: gym.make(i, progress=True) for v, i in ids.items()}}
     rng = np.random.default_rng(s.seed)

@@ -25,8 +25,8 @@ def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
     """Reset + up to ``max_steps`` random-agent steps of ``env_id`` on ``device``; times in seconds."""
     import gymnasium as gym
 
-    from agents import make_agent
-    from agents.rollout import run_episode
+    from detgym.agents import make_agent
+    from detgym.agents.rollout import run_episode
 
     t0 = time.perf_counter()
     env = gym.make(env_id, device=device)

@@ -40,7 +40,7 @@ import numpy as np
 import scipy.stats
 
 from benchmarks.al_curves import _append_line
-from benchmarks.harness.store import read_runs
+from detgym.compare.store import read_runs
 from detgym.data.io import atomic_write_json
 
 

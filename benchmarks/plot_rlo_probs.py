@@ -1,6 +1,6 @@
 """Redraw paper 000's figure of RLO's action probabilities over training from a TensorBoard log.
 
-The log is the one :class:`agents.RLOAgent` writes with ``log_dir=...`` (tags ``rlo/prob/a0`` .. ``a3``).
+The log is the one :class:`detgym.agents.RLOAgent` writes with ``log_dir=...`` (tags ``rlo/prob/a0`` .. ``a3``).
 Either point the script at an existing log, or let it run one RLO episode first::
 
     python -m benchmarks.plot_rlo_probs runs/rlo --out rlo_probs.png --alpha 20
@@ -73,7 +73,7 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:
     """Run one RLO episode on ``preset`` with logging; returns the env's alpha."""
     import detgym  # noqa: F401
-    from agents import RLOAgent
+    from detgym.agents import RLOAgent
     from detgym.envs.loss_weight import DetLossWeightEnv
 
     env = DetLossWeightEnv(preset, log_dir=os.path.join(log_dir, "env"), **env_kwargs)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.harness.plots import grouped_bars
+from detgym.compare.plots import grouped_bars
 from detgym.data.io import atomic_write_csv, atomic_write_json
 
 #: Stats of table 1.
@@ -77,7 +77,7 @@ def evaluate(model: Any, dataset: Any, soft_rule: str, batch_size: int) -> dict[
     ground-truth oracle, all from one pass of candidates."""
     import torch
 
-    from agents.nms import coco_detections, postprocess
+    from detgym.agents.nms import coco_detections, postprocess
     from detgym.metrics import coco_evaluate
 
     device = next(model.parameters()).device
@@ -103,7 +103,7 @@ def run_one(settings: dict[str, Any], method: str, seed: int | None, threads: in
     and evaluate it; a JSON-able record."""
     import torch
 
-    from agents.pg_detector import PGConfig, PolicyGradientDetector
+    from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector
     from detgym.envs.box_select.candidates import load_detector
     from detgym.train import Trainer
 

@@ -25,7 +25,7 @@ The envs and the comparison harness:
 ``detgym build-table [--preset P --episodes N --out FILE --set FIELD=VALUE]``
     MGRAL's look-up table for DetSampleSelect's ``reward_mode="lookup"`` (papers 002/003, III-F); resumable.
 ``detgym compare --env ID[,ID...] --agents A[,B...] --seeds N [--workers K --backend ray] --out DIR``
-    the suite's main job: agents compared across envs with intervals (:mod:`benchmarks.compare`); resumable.
+    the suite's main job: agents compared across envs with intervals (:mod:`detgym.compare.cli`); resumable.
 ``detgym replay DIR/runs.jsonl [--run KEY]``
     re-execute recorded runs and check that their rewards and metrics are reproduced exactly.
 """
@@ -264,10 +264,10 @@ def add_predict_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
     p.set_defaults(func=_cmd_predict)
 
 
-# ------------------------------------------------------------------ agent comparison (benchmarks.compare)
+# ------------------------------------------------------------------ agent comparison (detgym.compare.cli)
 def add_compare_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``detgym compare`` (the grid env x agent x seed, with intervals; :mod:`benchmarks.compare`)."""
-    from benchmarks import compare
+    """Register ``detgym compare`` (the grid env x agent x seed, with intervals; :mod:`detgym.compare.cli`)."""
+    from detgym.compare import cli as compare
 
     p = subparsers.add_parser(
         "compare", help="compare agents on envs over seeds: table with 95%% intervals, plots, replayable runs",
@@ -278,8 +278,8 @@ def add_compare_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
 
 
 def add_replay_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``detgym replay`` (re-execute recorded runs, check rewards; :mod:`benchmarks.harness.replay`)."""
-    from benchmarks import compare
+    """Register ``detgym replay`` (re-execute recorded runs, check rewards; :mod:`detgym.compare.replay`)."""
+    from detgym.compare import cli as compare
 
     p = subparsers.add_parser(
         "replay", help="re-execute the recorded actions of a comparison's runs and check the rewards",

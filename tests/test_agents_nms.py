@@ -1,4 +1,4 @@
-"""The NMS family (agents.nms) and its agents in the DetBoxSelect envs.
+"""The NMS family (detgym.agents.nms) and its agents in the DetBoxSelect envs.
 
 Soft-NMS is checked against a literal transcription of Algorithm 1 of Bodla et al. (ICCV 2017); greedy NMS as an
 agent against the detector's own post-processing.
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import detgym  # noqa: F401  registers the ids
-from agents import make_agent
-from agents.box_heuristics import BoxRuleAgent
-from agents.nms import RULES, coco_detections, evaluate_rule, greedy_nms, oracle_keep, postprocess, soft_nms, topk
-from agents.registry import agent_names
-from agents.rollout import run_episode
+from detgym.agents import make_agent
+from detgym.agents.box_heuristics import BoxRuleAgent
+from detgym.agents.nms import RULES, coco_detections, evaluate_rule, greedy_nms, oracle_keep, postprocess, soft_nms, topk
+from detgym.agents.registry import agent_names
+from detgym.agents.rollout import run_episode
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate

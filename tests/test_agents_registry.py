@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import detgym  # noqa: F401
-from agents import AGENTS, agent_names, make_agent, run_episode
-from agents.sb3 import wrap_env
+from detgym.agents import AGENTS, agent_names, make_agent, run_episode
+from detgym.agents.sb3 import wrap_env
 from detgym.envs import env_ids
 from detgym.envs.loss_weight.wrappers import LogScaleObservation
 

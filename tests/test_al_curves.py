@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-import agents
+from detgym import agents
 from benchmarks import al_curves
-from benchmarks.harness.store import read_runs
+from detgym.compare.store import read_runs
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare
-from benchmarks.harness.store import read_runs
+from detgym.compare import cli as compare
+from detgym.compare.store import read_runs
 from detgym import cli
 
 ENV = "DetLossWeight-Test-v0"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare
-from benchmarks.harness.store import read_runs
+from detgym.compare import cli as compare
+from detgym.compare.store import read_runs
 
 AGENTS = "uniform,avw"
 SEEDS = 3
@@ -51,7 +51,7 @@ def test_kill_then_rerun_loses_and_repeats_nothing(cache, tmp_path, sig):
     out = tmp_path / "cmp"
     runs = out / "runs.jsonl"
     # its own session: the signal goes to the comparison (the parent) alone, and its workers can be found after
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.compare", *_argv(out, workers=2)],
+    proc = subprocess.Popen([sys.executable, "-m", "detgym.compare.cli", *_argv(out, workers=2)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 120

@@ -6,8 +6,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from benchmarks import compare  # noqa: E402
-from benchmarks.harness.store import read_runs  # noqa: E402
+from detgym.compare import cli as compare  # noqa: E402
+from detgym.compare.store import read_runs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmarks.harness import stats
+from detgym.compare import stats
 
 
 def test_iqm_is_the_mean_of_the_middle_half_over_all_tasks():

@@ -403,8 +403,8 @@ def test_split_arrays_are_checked():
 
 
 def test_learners_run_on_every_variant(kw):
-    from agents import make_agent
-    from agents.rollout import run_episode
+    from detgym.agents import make_agent
+    from detgym.agents.rollout import run_episode
 
     for env_id, algo in (("DetBoxSelect-Test-v0", "ppo"), ("DetBoxRescore-Test-v0", "ppo"),
                          ("DetBoxSelectSeq-Test-v0", "maskable_ppo")):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import detgym  # noqa: F401
-from agents.sb3 import make_env, make_sb3, make_vec
+from detgym.agents.sb3 import make_env, make_sb3, make_vec
 from detgym.envs.loss_weight import DetLossWeightContinuousEnv, DetLossWeightEnv
 
 
@@ -27,7 +27,7 @@ def test_gymnasium_check_env(cls, data_kw):
         warnings.simplefilter("always")
         check_env(env, skip_render_check=True)
     # the continuous action is the weights themselves, in [0, 3]: gymnasium's only advice is to normalise it
-    # (agents.sb3.make_env does, with RescaleAction); the discrete env gets no warning at all
+    # (detgym.agents.sb3.make_env does, with RescaleAction); the discrete env gets no warning at all
     allowed = ("symmetric and normalized space",) if cls is DetLossWeightContinuousEnv else ()
     for w in caught:
         assert any(s in str(w.message) for s in allowed), str(w.message)

@@ -1,4 +1,4 @@
-"""The policy-gradient detector of paper 001 (agents.pg_detector): eq. 8-11 on hand-made numbers and on a real
+"""The policy-gradient detector of paper 001 (detgym.agents.pg_detector): eq. 8-11 on hand-made numbers and on a real
 Faster R-CNN batch, the sigmoid (RetinaNet / FCOS) variant, and fine-tuning through detgym's Trainer."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-import agents.pg_detector as pg
-from agents.pg_detector import PGConfig, PolicyGradientDetector, policy_advantages
+import detgym.agents.pg_detector as pg
+from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector, policy_advantages
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate

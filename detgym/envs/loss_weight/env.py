@@ -72,7 +72,7 @@ class DetLossWeightEnv(DetectorEnv):
     | 4n+1 .. 5n     | weights ``w_i`` used during interval t                           | 1   | 1 + max(λ)   |
 
     Raw losses are not scaled (they grow with ``alpha``): for SB3 wrap the env in
-    :class:`detgym.envs.loss_weight.wrappers.LogScaleObservation` (what :mod:`agents.sb3` does) or use ``VecNormalize``.
+    :class:`detgym.envs.loss_weight.wrappers.LogScaleObservation` (what :mod:`detgym.agents.sb3` does) or use ``VecNormalize``.
     (Continuous variant: the weight bounds are ``weight_bounds``.)
 
     ## Rewards
@@ -439,7 +439,7 @@ class DetLossWeightContinuousEnv(DetLossWeightEnv):
     ``Box(weight_low, weight_high, (n_levels,), float32)`` (default bounds ``(0, 3)``; the discrete schemes use
     weights in ``[1, 2.5]``): ``w_i`` for the next interval. An action of the wrong shape, with NaN / inf, or
     outside the bounds raises ValueError. SB3 prefers a ``[-1, 1]`` box: wrap with
-    ``gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)`` (what :mod:`agents.sb3` does).
+    ``gymnasium.wrappers.RescaleAction(env, -1.0, 1.0)`` (what :mod:`detgym.agents.sb3` does).
 
     The observation's weight entries are bounded by ``weight_bounds``; ``info["action"]`` is the weight vector.
     Every other part of the spec (observation, rewards, episode) is that of ``DetLossWeight-v0``;

@@ -1,6 +1,6 @@
 """Per-level loss weighting formulas of paper 000 (AVW / RLO), as pure NumPy functions.
 
-Used by :mod:`detgym.envs.loss_weight.env` (state, weights, reward) and by :mod:`agents.rlo` (the probability
+Used by :mod:`detgym.envs.loss_weight.env` (state, weights, reward) and by :mod:`detgym.agents.rlo` (the probability
 update), so the env and the agents cannot disagree on a formula. Every function copies its inputs and returns
 float64 NumPy arrays (or a float); none keeps state.
 

@@ -17,9 +17,9 @@ Per candidate it prints
 Every (candidate, seed) is appended to the results JSON atomically as it finishes; finished ones are skipped, so
 an interrupted run resumes. Settings are the constants below; they are saved with the results.
 
-    python -m benchmarks.signal                                   # every candidate, 10 seeds, 2 workers
-    python -m benchmarks.signal --candidates retinanet-lambda4 --seeds 0 1 2 3 4 5 6 7 8 9
-    python -m benchmarks.signal --candidates test --seeds 0 1 2 --workers 1      # seconds (smoke test)
+    python -m benchmarks.loss_weight_signal                                   # every candidate, 10 seeds, 2 workers
+    python -m benchmarks.loss_weight_signal --candidates retinanet-lambda4 --seeds 0 1 2 3 4 5 6 7 8 9
+    python -m benchmarks.loss_weight_signal --candidates test --seeds 0 1 2 --workers 1      # seconds (smoke test)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Per metric (``AP``: the final val COCO AP of the evaluated episodes, where the env reports it; ``return``: the
 undiscounted return) a row holds the IQM and the mean over runs with stratified bootstrap 95% intervals, and,
 for every agent but the env's baseline, the paired difference to the baseline (same seeds) and the probability of
-improvement over it, with intervals (:mod:`benchmarks.harness.stats`). With several envs, one more row per agent of
+improvement over it, with intervals (:mod:`detgym.compare.stats`). With several envs, one more row per agent of
 every env aggregates the AP over envs (IQM, runs resampled within each env: rliable's stratified bootstrap).
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from benchmarks.harness import stats
+from detgym.compare import stats
 from detgym.data.io import atomic_write_bytes, atomic_write_csv
 
 __all__ = ["ALL_ENVS", "METRICS", "format_markdown", "summary_rows", "write_summary"]

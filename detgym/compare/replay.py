@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from benchmarks.harness.run import dataset_metrics
+from detgym.compare.run import dataset_metrics
 
 __all__ = ["ReplayResult", "replay_file", "replay_record", "select_runs"]
 
@@ -129,7 +129,7 @@ def replay_file(path: str | Path, run: str | None = None) -> tuple[list[ReplayRe
         FileNotFoundError: ``path`` does not exist.
         ValueError: see :func:`select_runs`.
     """
-    from benchmarks.harness.store import read_runs
+    from detgym.compare.store import read_runs
 
     path = Path(path)
     if not path.is_file():

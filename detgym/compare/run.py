@@ -1,8 +1,8 @@
 """One run of a comparison, as a worker executes it: train (learning agents), evaluate, return the run record.
 
 A learning agent trains for its budget on a fresh env whose episodes start from the run's training seed; every
-agent is then evaluated on a fresh env, one :func:`agents.rollout.run_episode` per evaluation seed. The record
-(plain JSON data, see :func:`run_one`) holds everything :mod:`benchmarks.harness.replay` needs to re-execute the
+agent is then evaluated on a fresh env, one :func:`detgym.agents.rollout.run_episode` per evaluation seed. The record
+(plain JSON data, see :func:`run_one`) holds everything :mod:`detgym.compare.replay` needs to re-execute the
 evaluation episodes, and what the plots need: the training episodes' returns and actions (the learning curve and
 the action frequencies over training), and the probabilities of agents that expose them (RLO) at every decision.
 """
@@ -21,9 +21,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.registry import AGENTS, make_agent
-from agents.rollout import Episode, run_episode
-from benchmarks.harness.grid import RunSpec
+from detgym.agents.registry import AGENTS, make_agent
+from detgym.agents.rollout import Episode, run_episode
+from detgym.compare.grid import RunSpec
 from detgym.tensorboard import TensorBoardLogger
 
 __all__ = ["EpisodeLog", "RECORD_FORMAT", "package_versions", "run_one"]

@@ -71,7 +71,7 @@ class ResolvedEnv:
     config_key: str
     #: The key of the env in run keys: ``config_key`` plus the arguments that are not preset fields.
     key: str
-    #: Agent names (:data:`agents.registry.AGENTS`) that fit it.
+    #: Agent names (:data:`detgym.agents.registry.AGENTS`) that fit it.
     agents: tuple[str, ...]
     #: Whether its constructor takes ``log_dir`` (TensorBoard).
     takes_log_dir: bool
@@ -90,7 +90,7 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
             whatever the env's constructor refuses.
     """
     import detgym  # noqa: F401  registers the ids
-    from agents.registry import agent_names
+    from detgym.agents.registry import agent_names
     from detgym.envs import ENV_IDS
 
     if env_id not in ENV_IDS:
@@ -123,9 +123,9 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
 
 
 def baseline_for(env: ResolvedEnv, agents: Sequence[str]) -> str:
-    """The env family's baseline (:data:`benchmarks.harness.families.FAMILY_DEFAULTS`) when it is among ``agents``,
+    """The env family's baseline (:data:`detgym.compare.families.FAMILY_DEFAULTS`) when it is among ``agents``,
     else ``agents[0]``."""
-    from benchmarks.harness.families import family_defaults
+    from detgym.compare.families import family_defaults
 
     preferred = family_defaults(env.family).baseline
     return preferred if preferred in agents else agents[0]
@@ -163,7 +163,7 @@ class RunSpec:
 def check_agents(env: ResolvedEnv, agents: Sequence[str]) -> None:
     """Raise ValueError for an unknown agent name (listing the known ones) or one that does not fit ``env``
     (listing those that do)."""
-    from agents.registry import AGENTS
+    from detgym.agents.registry import AGENTS
 
     for name in agents:
         if name not in AGENTS:
@@ -199,7 +199,7 @@ def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]],
         ValueError: an unknown agent (listing the known ones) or one that does not fit an env (listing those that
             do).
     """
-    from agents.registry import AGENTS
+    from detgym.agents.registry import AGENTS
 
     for env in envs:
         check_agents(env, agents[env.id])

@@ -25,9 +25,9 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
-from benchmarks.harness.grid import RunSpec
-from benchmarks.harness.run import run_one
-from benchmarks.harness.store import RunFile
+from detgym.compare.grid import RunSpec
+from detgym.compare.run import run_one
+from detgym.compare.store import RunFile
 
 __all__ = ["BACKENDS", "Outcome", "WorkerDied", "check_backend", "execute"]
 

@@ -1,12 +1,12 @@
-"""``detgym compare`` (also ``python -m benchmarks.compare``): which agent makes the better decisions inside
+"""``detgym compare`` (also ``python -m detgym.compare.cli``): which agent makes the better decisions inside
 detector training?
 
 Runs the grid env x agent x seed (a paper agent, a heuristic, or an SB3 / sb3-contrib algorithm by name; learning
 agents first train for ``--train-budget`` timesteps on training seeds, then every agent is evaluated on separate
-evaluation seeds, the same for every agent: see :mod:`benchmarks.harness.grid`), appends one replayable JSON line
+evaluation seeds, the same for every agent: see :mod:`detgym.compare.grid`), appends one replayable JSON line
 per finished run to ``OUT/runs.jsonl``, and summarises: IQM and mean of the final AP and of the return with
 stratified bootstrap 95% intervals, paired differences to the env's baseline and the probability of improvement
-(:mod:`benchmarks.harness.stats`), as a markdown table (printed), CSV, JSON and PNG plots. An interrupted
+(:mod:`detgym.compare.stats`), as a markdown table (printed), CSV, JSON and PNG plots. An interrupted
 comparison resumes: re-run the same command; finished runs are never repeated and never lost.
 
     detgym compare --list                                    # which agents fit which env
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 __all__ = ["DEFAULTS", "add_arguments", "add_replay_arguments", "main", "run_compare", "run_replay"]
 
 #: Every default of the command in one place (agents, training budget and evaluated episodes per env family:
-#: :data:`benchmarks.harness.families.FAMILY_DEFAULTS`).
+#: :data:`detgym.compare.families.FAMILY_DEFAULTS`).
 DEFAULTS: dict[str, Any] = {
     "env": "DetLossWeight-v0",
     "seeds": 5,
@@ -122,8 +122,8 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
 
 # ----------------------------------------------------------------------------------------------------- list
 def _list(env_ids: Sequence[str] | None, env_kwargs: dict[str, Any]) -> int:
-    from agents.registry import AGENTS
-    from benchmarks.harness.grid import resolve_env
+    from detgym.agents.registry import AGENTS
+    from detgym.compare.grid import resolve_env
     from detgym.envs import ENV_IDS, VARIANTS
 
     if env_ids is None:
@@ -153,8 +153,8 @@ def _kwargs_for(env_id: str, env_kwargs: dict[str, Any], env_ids: Sequence[str])
 def _plan(args: argparse.Namespace, envs: Sequence[Any]) -> dict[str, dict[str, Any]]:
     """Per env id: its agents, baseline, training budget and evaluated episodes (the options, else the family's
     defaults)."""
-    from benchmarks.harness.families import family_defaults
-    from benchmarks.harness.grid import baseline_for, check_agents
+    from detgym.compare.families import family_defaults
+    from detgym.compare.grid import baseline_for, check_agents
 
     plan = {}
     for env in envs:
@@ -180,8 +180,8 @@ def _plan(args: argparse.Namespace, envs: Sequence[Any]) -> dict[str, dict[str, 
 
 def _write_outputs(out: Path, records: list[dict], plan: dict[str, dict[str, Any]], settings: dict[str, Any],
                    resamples: int) -> list[Path]:
-    from benchmarks.harness import plots
-    from benchmarks.harness.report import format_markdown, summary_rows, write_summary
+    from detgym.compare import plots
+    from detgym.compare.report import format_markdown, summary_rows, write_summary
 
     rows = summary_rows(records, {e: p["agents"] for e, p in plan.items()},
                         {e: p["baseline"] for e, p in plan.items()}, n_resamples=resamples)
@@ -207,9 +207,9 @@ def run_compare(args: argparse.Namespace) -> int:
     args.env = args.env or [DEFAULTS["env"]]
     # The parent builds each env once with every core (a candidate cache or an initial detector may be trained
     # here, with a progress bar); each run then sets its own --threads.
-    from benchmarks.harness.execute import WorkerDied, check_backend, execute
-    from benchmarks.harness.grid import build_grid, check_same_configuration, resolve_env
-    from benchmarks.harness.store import RunFile, check_writable, read_runs
+    from detgym.compare.execute import WorkerDied, check_backend, execute
+    from detgym.compare.grid import build_grid, check_same_configuration, resolve_env
+    from detgym.compare.store import RunFile, check_writable, read_runs
 
     check_backend(args.backend, args.ray_address)
     envs = [resolve_env(env_id, _kwargs_for(env_id, args.env_kwargs, args.env)) for env_id in args.env]
@@ -255,7 +255,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_replay(args: argparse.Namespace) -> int:
     """``detgym replay``: prints one verdict per run; returns 0 when every run was reproduced exactly, else 1."""
-    from benchmarks.harness.replay import replay_file
+    from detgym.compare.replay import replay_file
 
     results, problems = replay_file(args.runs, args.run)
     for problem in problems:
@@ -268,8 +268,8 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks.compare [options]`` (the options of ``detgym compare``)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare", description=__doc__,
+    """``python -m detgym.compare.cli [options]`` (the options of ``detgym compare``)."""
+    parser = argparse.ArgumentParser(prog="python -m detgym.compare.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """The comparison's figures (PNG, matplotlib's Agg backend, written atomically).
 
 * :func:`plot_scores`: per env, every agent's final AP (the return where an env reports no AP) as its IQM and
-  mean with 95% stratified bootstrap intervals (the summary rows of :mod:`benchmarks.harness.report`);
+  mean with 95% stratified bootstrap intervals (the summary rows of :mod:`detgym.compare.report`);
 * :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps (a moving
   average where there are many episodes), one thin line per seed and their mean;
 * :func:`grouped_bars`: a bar per (row, series) with error bars, for the benchmark scripts' tables;

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import profile_step, rl_throughput, signal
+from benchmarks import loss_weight_signal, profile_step, rl_throughput
 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("lw-issue13-cache"))
+    return str(tmp_path_factory.mktemp("lw-signal-cache"))
 
 
 def test_profile_sections_add_up(tiny_digits):
@@ -44,7 +44,7 @@ def test_signal_statistics_on_known_numbers():
     # a2 is 0.05 better than a3 on every seed (plus noise), a0 / a1 sit between
     runs = [{"seed": s, "AP": [0.42 + e, 0.41 + e, 0.45 + e + n, 0.40 + e], "AP50": [0.6, 0.4, 0.6, 0.6], "wall_s": 4.0}
             for s, (e, n) in enumerate(zip(seed_effect, noise))]
-    row = signal.summarize(runs)
+    row = loss_weight_signal.summarize(runs)
     assert (row["best"], row["worst"], row["n_seeds"]) == ("a2", "a3", 8)
     assert row["diff_mean"] == pytest.approx(0.05 + noise.mean())
     assert row["diff_sd"] == pytest.approx(noise.std(ddof=1))
@@ -54,15 +54,15 @@ def test_signal_statistics_on_known_numbers():
     assert row["wall_s_per_sub_episode"] == pytest.approx(1.0)
     # no effect at all: best - worst is still > 0 (picked after the fact), Friedman's test does not fall for it
     flat = [{**r, "AP": [0.4 + e + d for d in rng.normal(0, 0.01, 4)]} for r, e in zip(runs, seed_effect)]
-    none = signal.summarize(flat)
+    none = loss_weight_signal.summarize(flat)
     assert none["diff_mean"] > 0 and none["friedman_p"] > 0.05
 
 
 def test_signal_runs_the_test_preset(cache, monkeypatch, tmp_path):
-    monkeypatch.setitem(signal.CANDIDATES, "test", ("test", {"dataset_kwargs": {"cache_dir": cache}}))
+    monkeypatch.setitem(loss_weight_signal.CANDIDATES, "test", ("test", {"dataset_kwargs": {"cache_dir": cache}}))
     torch_threads = torch.get_num_threads()
     out = tmp_path / "signal.json"
-    assert signal.main(["--candidates", "test", "--seeds", "0", "--workers", "1", "--out", str(out)]) == 0
+    assert loss_weight_signal.main(["--candidates", "test", "--seeds", "0", "--workers", "1", "--out", str(out)]) == 0
     torch.set_num_threads(torch_threads)
     assert out.exists() and out.with_suffix(".summary.png").exists()
     import json
@@ -70,8 +70,8 @@ def test_signal_runs_the_test_preset(cache, monkeypatch, tmp_path):
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 1 and all(len(r["AP"]) == 4 for r in runs.values())
     # resumable: a second call finds the run done and trains nothing
-    monkeypatch.setattr(signal, "run_one", lambda *a: pytest.fail("a finished run was trained again"))
-    assert signal.main(["--candidates", "test", "--seeds", "0", "--workers", "1", "--out", str(out)]) == 0
+    monkeypatch.setattr(loss_weight_signal, "run_one", lambda *a: pytest.fail("a finished run was trained again"))
+    assert loss_weight_signal.main(["--candidates", "test", "--seeds", "0", "--workers", "1", "--out", str(out)]) == 0
 
 
 def test_rl_throughput_on_the_test_preset(cache):
