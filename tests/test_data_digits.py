@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 
@@ -20,6 +21,7 @@ from detgym.data import (
     render_digits_image,
     write_digits,
 )
+from detgym.data.digits import POOL_FIELDS, pool_plan
 
 TINY = DigitsConfig(train_size=20, val_size=6, test_size=6)
 
@@ -234,6 +236,17 @@ def test_write_digits_refuses_to_clobber(tmp_path):
         ({"contrast_range": (0.0, 0.5)}, "contrast_range"),
         ({"blur_prob": 1.5}, "blur_prob"),
         ({"clutter": -1}, "clutter"),
+        ({"class_frequencies": (0.5, 0.5)}, "class_frequencies"),
+        ({"class_frequencies": (0.2,) * 10}, "class_frequencies"),
+        ({"class_frequencies": (-0.1, 0.3) + (0.1,) * 8}, "class_frequencies"),
+        ({"class_frequencies": {"7": 0.5, "x": 0.5}}, "class_frequencies"),
+        ({"class_frequencies": {10: 1.0}}, "class_frequencies"),
+        ({"duplicate_fraction": 1.0}, "duplicate_fraction"),
+        ({"duplicate_fraction": -0.1}, "duplicate_fraction"),
+        ({"empty_fraction": 1.0}, "empty_fraction"),
+        ({"hard_fraction": 1.5}, "hard_fraction"),
+        ({"duplicate_cluster_size": 1}, "duplicate_cluster_size"),
+        ({"duplicate_fraction": 0.5, "empty_fraction": 0.4}, "duplicate_fraction"),
     ],
 )
 def test_bad_config_names_the_parameter(kwargs, param):
@@ -262,3 +275,72 @@ def test_default_heights_fit_smaller_images():
     assert small.max_digit_height == 60.0 and small.min_digit_height == 12.0
     tiny = DigitsConfig(image_size=16)
     assert tiny.max_digit_height == tiny.min_digit_height == 12.0
+
+
+# ------------------------------------------------------------------------------------------- pool structure
+LONG_TAIL = tuple(0.5**k / sum(0.5**j for j in range(10)) for k in range(10))
+POOL = DigitsConfig(train_size=60, val_size=20, test_size=0, image_size=48, max_digits=3, class_frequencies=LONG_TAIL,
+                    duplicate_fraction=0.3, duplicate_cluster_size=3, empty_fraction=0.2)
+
+
+def test_pool_fields_at_defaults_leave_the_config_dict_and_images_unchanged():
+    plain = DigitsConfig(train_size=8, val_size=0, test_size=0)
+    assert not set(POOL_FIELDS) & set(plain.to_dict()) and not plain.has_pool_structure
+    assert pool_plan("train", config=plain) is None
+    assert POOL.to_dict()["empty_fraction"] == 0.2 and POOL.has_pool_structure
+    assert DigitsConfig.from_dict(json.loads(json.dumps(POOL.to_dict()))) == POOL
+    assert digits_cache_dir(config=POOL) != digits_cache_dir(config=dataclasses.replace(POOL, empty_fraction=0.0))
+    # a plan with nothing to do for val: the val images are those of the config without pool structure
+    val = generate_digits("val", config=POOL)
+    assert pool_plan("val", config=POOL) is None
+    assert _same(val, generate_digits("val", config=dataclasses.replace(POOL, class_frequencies=None,
+                                                                        duplicate_fraction=0.0, empty_fraction=0.0)))
+
+
+def test_pool_plan_counts_clusters_and_seeds():
+    plan = pool_plan("train", seed=1, config=POOL)
+    assert plan.empty.sum() == 12 and (plan.duplicate_of >= 0).sum() == 18
+    sources = plan.duplicate_of[plan.duplicate_of >= 0]
+    assert not plan.empty[sources].any() and (plan.duplicate_of[sources] == -1).all()
+    assert sorted(np.bincount(sources).tolist())[-9:] == [2] * 9  # 18 copies over 9 clusters of 3 images
+    assert not (plan.empty & (plan.duplicate_of >= 0)).any()
+    again, other = pool_plan("train", seed=1, config=POOL), pool_plan("train", seed=2, config=POOL)
+    assert np.array_equal(plan.duplicate_of, again.duplicate_of) and not np.array_equal(plan.empty, other.empty)
+    hard = pool_plan("val", config=dataclasses.replace(POOL, val_size=400, hard_fraction=0.25))
+    assert 0.18 < hard.hard.mean() < 0.32 and not hard.empty.any() and (hard.duplicate_of == -1).all()
+
+
+def test_pool_images_follow_the_plan():
+    ds = generate_digits("train", seed=1, config=POOL)
+    plan = pool_plan("train", seed=1, config=POOL)
+    assert _same(ds, generate_digits("train", seed=1, config=POOL))
+    counts = [len(t["labels"]) for t in ds.targets]
+    assert all((c == 0) == e for c, e in zip(counts, plan.empty))
+    for i in np.flatnonzero(plan.duplicate_of >= 0):
+        src = int(plan.duplicate_of[i])
+        a, b = ds.targets[i], ds.targets[src]
+        assert torch.equal(a["labels"], b["labels"])
+        shift = a["boxes"] - b["boxes"]
+        assert torch.equal(shift, shift[:1].expand_as(shift)) and shift.abs().max() <= 2  # 4% of 48 px
+        assert (a["boxes"] >= 0).all() and (a["boxes"] <= 48).all()
+        assert not torch.equal(ds.images[i], ds.images[src])
+    val_labels = torch.cat([t["labels"] for t in generate_digits("val", seed=1, config=dataclasses.replace(
+        POOL, val_size=200)).targets])
+    train_labels = torch.cat([t["labels"] for t in ds.targets])
+    assert (train_labels == 1).float().mean() > 0.3 and (val_labels == 1).float().mean() < 0.15
+
+
+def test_hard_images_are_small_and_blurred():
+    cfg = DigitsConfig(train_size=40, val_size=0, test_size=0, image_size=64, min_digit_height=16.0,
+                       max_digit_height=56.0, hard_fraction=0.5)
+    ds, plan = generate_digits("train", config=cfg), pool_plan("train", config=cfg)
+    heights = [float((t["boxes"][:, 3] - t["boxes"][:, 1]).max()) for t in ds.targets]
+    hard = [h for h, k in zip(heights, plan.hard) if k]
+    assert hard and max(hard) <= 16 * 3.5 ** (1 / 3) * 1.3 and np.median(hard) < np.median(heights)
+
+
+def test_class_frequencies_as_a_mapping():
+    cfg = DigitsConfig(train_size=30, val_size=0, test_size=0, class_frequencies={7: 0.75, "3": 0.25})
+    assert cfg.class_frequencies == (0, 0, 0, 0.25, 0, 0, 0, 0.75, 0, 0)
+    labels = torch.cat([t["labels"] for t in generate_digits("train", config=cfg).targets])
+    assert set(labels.tolist()) == {4, 8}

@@ -14,9 +14,19 @@ below a threshold is cut to zero, the mask is cropped to its ink, and the box is
 where it is pasted (xyxy, continuous pixel coordinates: a box covering columns c0..c1 is x1=c0,
 x2=c1+1). Category ids 1..10 stand for digits 0..9 (paper 004), identical to the training labels.
 
+Pool structure: real unlabeled pools are long-tailed, redundant and partly empty, and their images vary in
+difficulty. :class:`DigitsConfig` gives the train split (the pool an active learner draws from) such structure:
+``class_frequencies`` (the probability of each digit), ``duplicate_fraction`` (near-duplicate clusters: the same
+image shifted by a few pixels, with new colours and noise), ``empty_fraction`` (images holding no digit), and, for
+every split, ``hard_fraction`` (small, low-contrast, blurred, cluttered images). Val and test keep balanced classes,
+no duplicates and no empty images: they measure what a detector should find. Which image is which is a seeded
+plan of the split (:func:`pool_plan`); with every option at its default there is no plan and the images are
+exactly those of a config without the options.
+
 Determinism: image i of split s is generated from its own ``SeedSequence([seed, s, i, version])``,
 so the same (seed, config, generator version, Pillow version) gives byte-identical pixels and
-annotations, and a smaller split is a prefix of a larger one.
+annotations, and a smaller split is a prefix of a larger one (a split with a pool plan excepted: the plan
+is drawn for the split's size).
 
 Caching: :func:`digits_dataset` writes the three splits once as COCO JSON + PNG (layout of paper
 004: ``train/ valid/ test/ train.json valid.json test.json``) under
@@ -53,12 +63,15 @@ __all__ = [
     "DigitsConfig",
     "DIGIT_CATEGORIES",
     "GENERATOR_VERSION",
+    "POOL_FIELDS",
+    "PoolPlan",
     "SPLITS",
     "SPLIT_DIRS",
     "canonical_split",
     "digits_cache_dir",
     "digits_dataset",
     "generate_digits",
+    "pool_plan",
     "render_digits_image",
     "write_digits",
     "clear_memory_cache",
@@ -101,6 +114,16 @@ def canonical_split(split: str) -> str:
 
 #: Default (min, max) ink height of the digits in pixels for 128 px images.
 DEFAULT_DIGIT_HEIGHTS = (12.0, 100.0)
+
+#: The pool-structure fields of :class:`DigitsConfig`. At their defaults they are left out of
+#: :meth:`DigitsConfig.to_dict`, so configs without them keep their cache directories and fingerprints.
+POOL_FIELDS: tuple[str, ...] = (
+    "class_frequencies", "duplicate_fraction", "duplicate_cluster_size", "empty_fraction", "hard_fraction",
+)
+
+#: Splits that get the pool structure (class frequencies, near-duplicates, empty images); ``hard_fraction``
+#: applies to every split.
+POOL_SPLITS: tuple[str, ...] = ("train",)
 
 
 @dataclass(frozen=True)
@@ -156,6 +179,21 @@ class DigitsConfig:
     blur_max_rel: float = 0.08
     #: Standard deviation (0..1 units of intensity) of additive Gaussian noise, drawn per image.
     noise_std_range: tuple[float, float] = (0.0, 0.03)
+    #: Pool structure of the train split (see the module docstring and :func:`pool_plan`). The probability of
+    #: each digit 0..9: ten numbers summing to 1, or a mapping digit -> probability (digits not named get 0),
+    #: e.g. a long tail; ``None``: every digit equally likely (val and test always are).
+    class_frequencies: tuple[float, ...] | None = None
+    #: Fraction of train images that are near-duplicates of another train image, in [0, 1): the copy is its
+    #: source shifted by up to 4% of the image side, with a per-channel gain and offset and fresh noise.
+    duplicate_fraction: float = 0.0
+    #: Images per near-duplicate cluster (a source and its ``duplicate_cluster_size - 1`` copies), >= 2.
+    duplicate_cluster_size: int = 4
+    #: Fraction of train images without any digit (background, clutter, letters), in [0, 1).
+    empty_fraction: float = 0.0
+    #: Fraction of images of every split drawn hard, in [0, 1]: digits in the lowest third (log scale) of the
+    #: height range, contrast in the lowest quarter of its range, always blurred (sigma up to twice the usual),
+    #: three times the clutter.
+    hard_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(param: str, val: Any, accepted: str) -> ValueError:
@@ -200,14 +238,41 @@ class DigitsConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
                 raise bad(name, v, "a finite number >= 0")
+        self._check_pool_fields(bad)
+
+    def _check_pool_fields(self, bad: Any) -> None:
+        freqs = self.class_frequencies
+        if freqs is not None:
+            object.__setattr__(self, "class_frequencies", _class_frequencies(freqs, bad))
+        for name, top in (("duplicate_fraction", "1)"), ("empty_fraction", "1)"), ("hard_fraction", "1]")):
+            v = getattr(self, name)
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0
+                    or (top == "1)" and v == 1.0)):
+                raise bad(name, v, f"a fraction in [0, {top}")
+            object.__setattr__(self, name, float(v))
+        size = self.duplicate_cluster_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise bad("duplicate_cluster_size", size, "an integer >= 2 (a source image and at least one copy)")
+        # every cluster needs a source image that is neither empty nor a copy
+        needed = self.empty_fraction + self.duplicate_fraction * size / (size - 1)
+        if needed > 1.0:
+            raise bad("duplicate_fraction", self.duplicate_fraction,
+                      f"at most (1 - empty_fraction) * (cluster_size - 1) / cluster_size = "
+                      f"{(1 - self.empty_fraction) * (size - 1) / size:.3f}, so every cluster has a source image")
+
+    @property
+    def has_pool_structure(self) -> bool:
+        """Whether any pool-structure field differs from its default (the splits then have a :func:`pool_plan`)."""
+        return any(getattr(self, name) != _POOL_DEFAULTS[name] for name in POOL_FIELDS)
 
     def split_size(self, split: str) -> int:
         """Number of images of ``split`` ("train", "val"/"valid", "test")."""
         return {"train": self.train_size, "val": self.val_size, "test": self.test_size}[canonical_split(split)]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (tuples become lists)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        """Plain-JSON form (tuples become lists); pool-structure fields at their defaults are left out."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if not (k in POOL_FIELDS and v == _POOL_DEFAULTS[k])}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DigitsConfig":
@@ -217,6 +282,119 @@ class DigitsConfig:
         if unknown:
             raise ValueError(f"unknown DigitsConfig parameters {unknown}; accepted: {sorted(names)}")
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+
+
+_POOL_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(DigitsConfig) if f.name in POOL_FIELDS}
+
+
+def _class_frequencies(freqs: Any, bad: Any) -> tuple[float, ...]:
+    """Ten probabilities (digits 0..9) from a sequence of ten or a mapping digit -> probability."""
+    accepted = "ten probabilities of the digits 0..9 summing to 1, or a mapping digit -> probability"
+    if isinstance(freqs, dict) or hasattr(freqs, "keys"):
+        values = [0.0] * 10
+        for key, p in dict(freqs).items():
+            digit = str(key)
+            if digit not in {str(d) for d in range(10)}:
+                raise bad("class_frequencies", freqs, f"{accepted}; {key!r} is not a digit class (0..9)")
+            values[int(digit)] = p
+        freqs = values
+    if not isinstance(freqs, (tuple, list)) or len(freqs) != 10:
+        raise bad("class_frequencies", freqs, accepted)
+    if not all(isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0
+               for p in freqs) or abs(sum(freqs) - 1.0) > 1e-6:
+        raise bad("class_frequencies", freqs, f"{accepted} (each >= 0)")
+    return tuple(float(p) for p in freqs)
+
+
+# ---------------------------------------------------------------------------------------------- pool plan
+#: Third entry of the plan's seed sequence: no image index reaches it, so the plan's stream is not an image's.
+_PLAN_TAG = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """Which image of a split is which (see :func:`pool_plan`); arrays of the split's length."""
+
+    #: True: the image holds no digit.
+    empty: np.ndarray
+    #: Index of the image a near-duplicate copies (a source: neither empty nor a copy), -1 for the others.
+    duplicate_of: np.ndarray
+    #: True: the image is drawn hard (a copy is as hard as its source).
+    hard: np.ndarray
+    #: The digit probabilities of the split's images (``None``: uniform).
+    class_frequencies: tuple[float, ...] | None = None
+
+    @property
+    def cluster(self) -> np.ndarray:
+        """Near-duplicate cluster of each image: the index of its source (its own index for the others)."""
+        return np.where(self.duplicate_of >= 0, self.duplicate_of, np.arange(self.duplicate_of.shape[0]))
+
+
+def pool_plan(split: str = "train", *, seed: int = 0, config: DigitsConfig | None = None) -> PoolPlan | None:
+    """The seeded plan of a split with pool structure, ``None`` without (every image drawn as by default).
+
+    Drawn from ``SeedSequence([seed, split, 2**32 - 1, version])``: in the train split a random
+    ``round(empty_fraction * n)`` images are empty and ``round(duplicate_fraction * n)`` are copies, spread
+    round-robin over ``ceil(copies / (duplicate_cluster_size - 1))`` sources drawn from the remaining images; in
+    every split each image is hard with probability ``hard_fraction``.
+    """
+    split = canonical_split(split)
+    cfg = config or DigitsConfig()
+    pool = split in POOL_SPLITS
+    if not (cfg.hard_fraction > 0 or (pool and cfg.has_pool_structure)):
+        return None
+    n = cfg.split_size(split)
+    rng = np.random.default_rng(np.random.SeedSequence([_check_seed(seed), SPLITS.index(split), _PLAN_TAG,
+                                                        GENERATOR_VERSION]))
+    empty = np.zeros(n, dtype=bool)
+    duplicate_of = np.full(n, -1, dtype=np.int64)
+    if pool:
+        n_empty, n_copies = round(cfg.empty_fraction * n), round(cfg.duplicate_fraction * n)
+        order = rng.permutation(n)
+        empty[order[:n_empty]] = True
+        copies, originals = order[n_empty:n_empty + n_copies], np.sort(order[n_empty + n_copies:])
+        if n_copies:
+            n_clusters = min(math.ceil(n_copies / (cfg.duplicate_cluster_size - 1)), originals.size)
+            sources = rng.choice(originals, n_clusters, replace=False)
+            duplicate_of[copies] = sources[np.arange(n_copies) % n_clusters]
+    hard = rng.random(n) < cfg.hard_fraction
+    hard[duplicate_of >= 0] = hard[duplicate_of[duplicate_of >= 0]]
+    return PoolPlan(empty, duplicate_of, hard, cfg.class_frequencies if pool else None)
+
+
+def _hard_config(cfg: DigitsConfig) -> DigitsConfig:
+    """The settings of a hard image (see ``DigitsConfig.hard_fraction``)."""
+    lo, hi = cfg.min_digit_height, cfg.max_digit_height
+    c_lo, c_hi = cfg.contrast_range
+    s_lo, s_hi = cfg.blur_sigma_range
+    return dataclasses.replace(
+        cfg, max_digit_height=float(lo * (hi / lo) ** (1 / 3)), contrast_range=(c_lo, c_lo + (c_hi - c_lo) / 4),
+        blur_prob=1.0, blur_sigma_range=(s_lo, 2 * s_hi), blur_max_rel=2 * cfg.blur_max_rel,
+        clutter=3 * cfg.clutter, clutter_letters=3 * cfg.clutter_letters,
+        **{name: _POOL_DEFAULTS[name] for name in POOL_FIELDS},
+    )
+
+
+def _near_duplicate(source: dict[str, Any], rng: np.random.Generator, cfg: DigitsConfig) -> dict[str, Any]:
+    """A copy of a rendered image: shifted a few pixels (boxes stay inside), new colours, fresh noise."""
+    image, boxes = source["image"], source["boxes"]
+    S = image.shape[0]
+    reach = max(1, round(0.04 * S))
+    if boxes.shape[0]:
+        x_lo, y_lo = max(-reach, -int(boxes[:, 0].min())), max(-reach, -int(boxes[:, 1].min()))
+        x_hi, y_hi = min(reach, S - int(boxes[:, 2].max())), min(reach, S - int(boxes[:, 3].max()))
+    else:
+        x_lo, y_lo, x_hi, y_hi = -reach, -reach, reach, reach
+    dx, dy = int(rng.integers(x_lo, x_hi + 1)), int(rng.integers(y_lo, y_hi + 1))
+    padded = np.pad(image, ((reach, reach), (reach, reach), (0, 0)), mode="edge")
+    shifted = padded[reach - dy: reach - dy + S, reach - dx: reach - dx + S].astype(np.float32)
+    gain = rng.uniform(0.8, 1.2, 3).astype(np.float32)
+    offset = rng.uniform(-25.0, 25.0, 3).astype(np.float32)
+    noise = rng.standard_normal(shifted.shape, dtype=np.float32) * np.float32(rng.uniform(*cfg.noise_std_range) * 255)
+    out = dict(source)
+    out["image"] = np.clip(np.rint(shifted * gain + offset + noise), 0, 255).astype(np.uint8)
+    out["boxes"] = (boxes + np.array([dx, dy, dx, dy], dtype=np.float32)).astype(np.float32)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -366,25 +544,16 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
     return any(x1 < b[2] + pad and b[0] - pad < x2 and y1 < b[3] + pad and b[1] - pad < y2 for b in others)
 
 
-def render_digits_image(
-    rng: np.random.Generator, config: DigitsConfig | None = None, *, return_masks: bool = False
-) -> dict[str, Any]:
-    """Render one synthetic image.
-
-    Returns a dict with ``"image"`` uint8 [S, S, 3], ``"boxes"`` float32 [N, 4] xyxy (left to right),
-    ``"labels"`` int64 [N] in 1..10 (digit + 1), ``"digits"`` the string, and, with ``return_masks``,
-    ``"masks"`` bool [N, S, S] of each digit's pasted ink (for tests of box tightness).
-    """
-    cfg = config or DigitsConfig()
+def _layout(
+    rng: np.random.Generator, cfg: DigitsConfig, h: float, classes: tuple[float, ...] | None
+) -> tuple[np.ndarray, list[np.ndarray], list[tuple[int, int, int, int]]]:
+    """Digits (0..9), their glyph masks and boxes: a count that fits at height ``h``, laid out on one baseline."""
     S = cfg.image_size
     margin = 1
-
-    # --- digits: one height per image, count that fits, glyphs, layout.
-    h = math.exp(rng.uniform(math.log(cfg.min_digit_height), math.log(cfg.max_digit_height)))
     est_w = h * (0.62 * sum(cfg.aspect_range) / 2 + sum(cfg.gap_range) / 2)
     fit = max(1, int((S - 2 * margin) // est_w))
     n = int(rng.integers(cfg.min_digits, max(cfg.min_digits, min(cfg.max_digits, fit)) + 1))
-    digits = rng.integers(0, 10, n)
+    digits = rng.integers(0, 10, n) if classes is None else rng.choice(10, n, p=classes)
     bold = bool(rng.random() < cfg.bold_prob)
     glyphs = []
     for d in digits:
@@ -419,6 +588,27 @@ def render_digits_image(
         y = int(np.clip(y, margin, S - margin - gh))
         boxes.append((x, y, x + gw, y + gh))
         x += gw + (gaps[k] if k < n - 1 else 0)
+    return digits, glyphs, boxes
+
+
+def render_digits_image(
+    rng: np.random.Generator, config: DigitsConfig | None = None, *, classes: tuple[float, ...] | None = None,
+    empty: bool = False, return_masks: bool = False,
+) -> dict[str, Any]:
+    """Render one synthetic image.
+
+    Returns a dict with ``"image"`` uint8 [S, S, 3], ``"boxes"`` float32 [N, 4] xyxy (left to right),
+    ``"labels"`` int64 [N] in 1..10 (digit + 1), ``"digits"`` the string, and, with ``return_masks``,
+    ``"masks"`` bool [N, S, S] of each digit's pasted ink (for tests of box tightness). ``classes``: the
+    probabilities of the digits 0..9 (``None``: uniform); ``empty``: no digit (N = 0), the rest as usual.
+    """
+    cfg = config or DigitsConfig()
+    S = cfg.image_size
+
+    # --- digits: one height per image, count that fits, glyphs, layout.
+    h = math.exp(rng.uniform(math.log(cfg.min_digit_height), math.log(cfg.max_digit_height)))
+    digits, glyphs, boxes = (np.zeros(0, dtype=np.int64), [], []) if empty else _layout(rng, cfg, h, classes)
+    n = len(glyphs)
 
     # --- colours: digits at a chosen luminance contrast to what is directly behind them.
     contrast = rng.uniform(*cfg.contrast_range)
@@ -429,7 +619,7 @@ def render_digits_image(
         back_lum = rng.uniform(contrast, 1.0)
         fg_lum = back_lum - contrast
     fg = _colour(fg_lum, rng.uniform(0.0, cfg.saturation_max), rng)
-    plate = bool(rng.random() < cfg.plate_prob)
+    plate = bool(rng.random() < cfg.plate_prob) and n > 0
     outer_lum = rng.uniform(0.0, 1.0) if plate else back_lum
 
     bg = _background(outer_lum, rng, cfg)
@@ -490,6 +680,18 @@ def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS.index(split), index, GENERATOR_VERSION]))
 
 
+def _render_planned(seed: int, split: str, index: int, cfg: DigitsConfig, plan: PoolPlan | None) -> dict[str, Any]:
+    """Image ``index`` of the split: as planned (empty, hard, a copy of its source), or as by default."""
+    rng = _image_rng(seed, split, index)
+    if plan is None:
+        return render_digits_image(rng, cfg)
+    source = int(plan.duplicate_of[index])
+    if source >= 0:
+        return _near_duplicate(_render_planned(seed, split, source, cfg, plan), rng, cfg)
+    look = _hard_config(cfg) if plan.hard[index] else cfg
+    return render_digits_image(rng, look, classes=plan.class_frequencies, empty=bool(plan.empty[index]))
+
+
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed = {seed!r} is invalid; accepted: an integer >= 0")
@@ -502,9 +704,10 @@ def generate_digits(split: str = "train", *, seed: int = 0, config: DigitsConfig
     seed = _check_seed(seed)
     cfg = config or DigitsConfig()
     n = cfg.split_size(split)
+    plan = pool_plan(split, seed=seed, config=cfg)
     images, targets, names = [], [], []
     for i in range(n):
-        r = render_digits_image(_image_rng(seed, split, i), cfg)
+        r = _render_planned(seed, split, i, cfg, plan)
         # numpy's transpose copy: torch's permute().contiguous() goes through its thread pool (slow when busy).
         images.append(torch.from_numpy(np.ascontiguousarray(r["image"].transpose(2, 0, 1))))
         targets.append({"boxes": torch.from_numpy(r["boxes"]), "labels": torch.from_numpy(r["labels"])})
