@@ -1,7 +1,9 @@
 """Agents for the detgym environments, all with SB3's ``predict`` interface (see :class:`detgym.agents.base.Agent`).
 
 :func:`make_agent` builds any of them by name for an env (``detgym.agents.registry.AGENTS`` lists them, with the envs
-they fit; ``detgym compare --list`` prints that table); :func:`run_episode` is the one episode loop.
+they fit; ``detgym compare --list`` prints that table), or a user's agent by import path (``"pkg.module:Factory"``,
+an SB3 algorithm class such as ``"sb3_contrib.TQC"``); :func:`register` adds a named agent in this process.
+:func:`run_episode` / :func:`run_vector_episode` (:mod:`detgym.rollout`) are the episode loops.
 
 * Paper 000 (DetLossWeight): :class:`AVWAgent`, :class:`RLOAgent`; baselines :class:`UniformAgent`,
   :class:`ConstantAgent`.
@@ -16,9 +18,9 @@ from detgym.agents.avw import AVWAgent
 from detgym.agents.base import Agent
 from detgym.agents.constant import ConstantAgent
 from detgym.agents.random_agent import RandomAgent
-from detgym.agents.registry import AGENTS, AgentSpec, agent_names, make_agent
+from detgym.agents.registry import AGENTS, AgentSpec, agent_names, find_agent, make_agent, register
 from detgym.agents.rlo import RLOAgent
-from detgym.agents.rollout import Episode, evaluate, run_episode
+from detgym.rollout import Episode, Step, evaluate, run_episode, run_vector_episode
 from detgym.agents.uniform import UniformAgent
 
 __all__ = [
@@ -30,9 +32,13 @@ __all__ = [
     "Episode",
     "RLOAgent",
     "RandomAgent",
+    "Step",
     "UniformAgent",
     "agent_names",
     "evaluate",
+    "find_agent",
     "make_agent",
+    "register",
     "run_episode",
+    "run_vector_episode",
 ]

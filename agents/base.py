@@ -2,7 +2,7 @@
 
 Every agent answers ``predict(observation, state=None, episode_start=None, deterministic=False,
 action_masks=None) -> (action, state)`` exactly like an SB3 model (sb3-contrib's MaskablePPO takes
-``action_masks`` the same way), so the rollout helper (:mod:`detgym.agents.rollout`), SB3's ``evaluate_policy`` and the
+``action_masks`` the same way), so the rollout helper (:mod:`detgym.rollout`), SB3's ``evaluate_policy`` and the
 benchmarks drive paper agents, heuristics and SB3 models alike, on any action space: Discrete, MultiBinary,
 Box, or a masked Discrete action of a sequential env.
 """
@@ -43,7 +43,7 @@ class Agent:
         action_space: the env's action space (shape and dtype of the returned actions).
     """
 
-    #: Whether evaluation (:func:`detgym.agents.rollout.run_episode`) asks for deterministic actions by default; agents
+    #: Whether evaluation (:func:`detgym.rollout.run_episode`) asks for deterministic actions by default; agents
     #: whose policy *is* a distribution (RLO, random) set it to False.
     eval_deterministic: ClassVar[bool] = True
 

@@ -3,10 +3,28 @@
 Each row is an :class:`AgentSpec`: a name, which envs it fits (family and action space), whether it learns, and
 how to build it. Agents are built lazily, so listing them imports no torch. A family adds its agents by adding
 rows to :data:`AGENTS`.
+
+A user's own agent comes in two ways (:func:`find_agent` resolves both):
+
+* by import path, ``"package.module:Factory"`` (or ``"package.module.Factory"``): ``Factory(env=env, seed=seed,
+  **kwargs)`` returns an object with SB3's ``predict(observation, state=None, episode_start=None,
+  deterministic=False) -> (action, state)``; it learns when it has ``learn(total_timesteps)`` (a class is
+  inspected; a factory function says so with an attribute ``Factory.learns = True``), and fits the envs for which
+  ``Factory.fits(env)`` is true (every env when it has no ``fits``). A Stable-Baselines3 / sb3-contrib algorithm
+  class (``"sb3_contrib.TQC"``, ``"stable_baselines3:SAC"``) is built on the env as :mod:`detgym.agents.sb3`
+  wraps it, with ``policy="MlpPolicy"`` unless the kwargs say otherwise;
+* by name, after :func:`register` in the running process.
+
+Either way the agent's ``source`` (the import path, or the registered builder's ``module:qualname``) goes into
+``runs.jsonl``, so worker processes and ``detgym replay`` import it again.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,7 +32,7 @@ import gymnasium as gym
 
 from detgym.agents.base import Agent
 
-__all__ = ["AGENTS", "AgentSpec", "agent_names", "make_agent"]
+__all__ = ["AGENTS", "AgentSpec", "agent_names", "find_agent", "is_import_path", "make_agent", "register"]
 
 
 @dataclass(frozen=True)
@@ -24,14 +42,29 @@ class AgentSpec:
     name: str
     #: One line for listings.
     summary: str
-    #: ``"paper"`` (an agent of one of the papers), ``"baseline"`` (a heuristic) or ``"sb3"`` (an RL library).
+    #: ``"paper"`` (an agent of one of the papers), ``"baseline"`` (a heuristic), ``"sb3"`` (an RL library) or
+    #: ``"user"`` (registered, or given by import path).
     kind: str
     #: ``fits(env)``: whether the agent can act in ``env``.
     fits: Callable[[gym.Env], bool]
-    #: ``build(env, seed, **kwargs)``; ``env`` may be None for agents that need none.
+    #: ``build(env=env, seed=seed, **kwargs)``; ``env`` may be None for agents that need none.
     build: Callable[..., Agent]
     #: Whether the agent has ``learn(total_timesteps)`` and must be trained before it is evaluated.
     learns: bool = False
+    #: Where another process finds the agent again (recorded in ``runs.jsonl``): its import path, or the
+    #: ``module:qualname`` of a registered builder (``None``: detgym's own agents, and builders no other process
+    #: can import, such as lambdas).
+    source: str | None = None
+
+    def make(self, env: gym.Env | None = None, seed: int | None = None, **kwargs: Any) -> Agent:
+        """Build the agent for ``env`` (refused with the agents that fit when it does not fit)."""
+        if env is not None and not self.fits(env):
+            env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+            raise ValueError(
+                f"agent {self.name!r} does not fit {env_id} (action space {env.action_space}); "
+                f"agents that fit: {', '.join(agent_names(env))}"
+            )
+        return self.build(env=env, seed=seed, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- builders
@@ -87,7 +120,7 @@ def _sb3(algo: str) -> Callable[..., Agent]:
     return build
 
 
-def _sb3_fits(algo: str) -> Callable[[gym.Env], bool]:
+def _sb3_fits(algo: str | type) -> Callable[[gym.Env], bool]:
     def fits(env: gym.Env) -> bool:
         from detgym.agents.sb3 import algo_fits
 
@@ -204,28 +237,155 @@ def agent_names(env: gym.Env | None = None) -> list[str]:
     return [name for name, spec in AGENTS.items() if env is None or spec.fits(env)]
 
 
+# ------------------------------------------------------------------------------------------- users' agents
+_BUILTIN = frozenset(AGENTS)
+_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+def _source(obj: Any) -> str | None:
+    """``module:qualname`` of a module-level callable, else None (lambdas, closures)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def _any_env_or(fits: Any) -> Callable[[gym.Env], bool]:
+    return fits if callable(fits) else _any_env
+
+
+def register(name: str, build: Callable[..., Any], *, fits: Callable[[gym.Env], bool] | None = None,
+             learns: bool = False, summary: str | None = None) -> AgentSpec:
+    """Add agent ``name`` in this process: ``make_agent(name, env, seed, **kwargs)`` and ``detgym.compare.run``
+    then build it as ``build(env=env, seed=seed, **kwargs)``. Registering a name again replaces it.
+
+    Worker processes (``workers > 1``, Ray) and ``detgym replay`` import ``build`` again by its module and name,
+    so give a module-level function or class of an importable module there.
+
+    Args:
+        name: lower case letters, digits, ``_`` and ``-``; not one of detgym's own agents.
+        build: the factory; returns an object with SB3's ``predict``.
+        fits: ``fits(env)``, which envs it can act in (default ``build.fits`` when it has one, else every env).
+        learns: whether the built agent has ``learn(total_timesteps)`` and must be trained before evaluation.
+        summary: one line for listings.
+
+    Raises:
+        ValueError: a malformed name, one of detgym's own, or ``build`` / ``fits`` not callable.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"agent name {name!r} must be lower case letters, digits, '_' and '-', starting with a letter")
+    if name in _BUILTIN:
+        raise ValueError(f"agent name {name!r} is one of detgym's own agents; choose another name")
+    if not callable(build) or (fits is not None and not callable(fits)):
+        raise ValueError(f"register({name!r}): build and fits must be callable")
+    spec = AgentSpec(name, summary or f"{_source(build) or repr(build)} (registered)", "user",
+                     fits or _any_env_or(getattr(build, "fits", None)), build, learns=bool(learns),
+                     source=_source(build))
+    AGENTS[name] = spec
+    return spec
+
+
+def is_import_path(name: str) -> bool:
+    """Whether an agent given as ``name`` is an import path (``pkg.module:Factory``, ``pkg.module.Factory``)."""
+    return ":" in name or "." in name
+
+
+def _import(path: str, what: str) -> Any:
+    """The object at ``path`` (``module:attr.attr`` or ``module.attr``); one-line ValueError naming ``what``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"{what} {path!r} is not an import path ('package.module:Factory' or "
+                         "'package.module.Factory')")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"{what} {path!r}: cannot import module {module_name!r} ({err})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ValueError(f"{what} {path!r} is a {type(obj).__name__}, not a class or factory")
+    return obj
+
+
+def _is_sb3_class(obj: Any) -> bool:
+    # a subclass of SB3's BaseAlgorithm was defined after importing it: nothing to import for any other class
+    base = sys.modules.get("stable_baselines3.common.base_class")
+    return isinstance(obj, type) and base is not None and issubclass(obj, base.BaseAlgorithm)
+
+
+def _sb3_class_build(algo: type) -> Callable[..., Agent]:
+    def build(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+        from detgym.agents.sb3 import SB3Agent
+
+        if env is None:
+            raise ValueError(f"agent {algo.__name__!r} learns on an env: pass env=...")
+        return SB3Agent(algo, env, seed=seed, **kwargs)
+
+    return build
+
+
+def _learns(factory: Any) -> bool:
+    if isinstance(factory, type):
+        return callable(getattr(factory, "learn", None))
+    return bool(getattr(factory, "learns", False))
+
+
+@functools.lru_cache(maxsize=None)
+def _from_path(path: str) -> AgentSpec:
+    obj = _import(path, "agent")
+    if _is_sb3_class(obj):
+        return AgentSpec(path, f"{obj.__module__}.{obj.__qualname__} (SB3 algorithm)", "sb3", _sb3_fits(obj),
+                         _sb3_class_build(obj), learns=True, source=path)
+    return AgentSpec(path, f"{obj.__module__}.{obj.__qualname__}", "user", _any_env_or(getattr(obj, "fits", None)),
+                     obj, learns=_learns(obj), source=path)
+
+
+def find_agent(name: str, source: str | None = None) -> AgentSpec:
+    """The agent called ``name``: an import path (imported), or a name of :data:`AGENTS` (case-insensitive).
+
+    Args:
+        name: an agent name or import path.
+        source: the ``source`` recorded with a registered agent: its builder is imported from there when ``name``
+            is not registered in this process (a worker process, ``detgym replay``).
+
+    Raises:
+        ValueError: one line naming the agent: an unknown name (listing the known ones), a module that does not
+            import, an attribute it lacks, or a recorded builder that cannot be imported here.
+    """
+    if is_import_path(name):
+        return _from_path(name)
+    key = str(name).lower()
+    if key in AGENTS:
+        return AGENTS[key]
+    if source is None:
+        raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}, or an import path "
+                         "'package.module:Factory'")
+    try:
+        build = _import(source, "builder")
+    except ValueError as err:
+        raise ValueError(f"agent {name!r} was registered (detgym.agents.register) by the process that ran it, and "
+                         f"this process cannot import it again: {err}; register it here first, or compare it by "
+                         "import path") from None
+    return AgentSpec(key, source, "user", _any_env_or(getattr(build, "fits", None)), build, source=source)
+
+
 def make_agent(name: str, env: gym.Env | None = None, seed: int | None = None, **kwargs: Any) -> Agent:
     """Build agent ``name`` for ``env`` (see :data:`AGENTS`; ``detgym compare --list`` prints them).
 
     Args:
-        name: an agent name (case-insensitive).
+        name: an agent name (case-insensitive), or an import path (see the module docstring).
         env: the env the agent will act in; when given, an agent that does not fit it is refused. Learning
             agents (SB3) need it: they train on it.
         seed: the agent's seed (sampling, network initialisation).
         **kwargs: the agent class's own arguments.
 
     Raises:
-        ValueError: an unknown name (listing the known ones), or an agent that does not fit ``env`` (listing those
-            that do).
+        ValueError: an unknown name (listing the known ones), an import path that does not import, or an agent
+            that does not fit ``env`` (listing those that do).
     """
-    key = str(name).lower()
-    if key not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}")
-    spec = AGENTS[key]
-    if env is not None and not spec.fits(env):
-        env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-        raise ValueError(
-            f"agent {key!r} does not fit {env_id} (action space {env.action_space}); "
-            f"agents that fit: {', '.join(agent_names(env))}"
-        )
-    return spec.build(env, seed, **kwargs)
+    return find_agent(name).make(env, seed, **kwargs)

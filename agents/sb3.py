@@ -5,7 +5,8 @@
 rescaling of a Box action whose bounds are not already that. :func:`make_sb3` builds an algorithm with
 defaults sized for short episodes on the CPU; :class:`SB3Agent` holds one with the detgym agent interface
 (``learn`` + ``predict`` + ``wrap_env``), which is what :func:`detgym.agents.make_agent` returns for ``"ppo"``,
-``"a2c"``, ``"dqn"``, ``"maskable_ppo"`` and ``"recurrent_ppo"``.
+``"a2c"``, ``"dqn"``, ``"maskable_ppo"`` and ``"recurrent_ppo"``, and for any algorithm class given by import path
+(``make_agent("sb3_contrib.TQC", env)``: SB3's own defaults, ``policy="MlpPolicy"``).
 
 Example::
 
@@ -16,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -24,7 +26,9 @@ from gymnasium import spaces
 
 from detgym.agents.base import Agent, env_family
 
-__all__ = ["ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "make_env", "make_sb3", "make_vec", "wrap_env"]
+__all__ = [
+    "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "make_env", "make_sb3", "make_vec", "wrap_env",
+]
 
 #: Accepted algorithm names.
 ALGOS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable_ppo", "recurrent_ppo")
@@ -45,15 +49,41 @@ _ON_POLICY_ACTIONS = (spaces.Discrete, spaces.Box, spaces.MultiBinary, spaces.Mu
 _MASKABLE_ACTIONS = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 
 
-def algo_fits(algo: str, env: gym.Env) -> bool:
+def algo_fits(algo: str | type, env: gym.Env) -> bool:
     """Whether SB3's ``algo`` can train on ``env``: DQN needs a Discrete action, MaskablePPO an env with
-    ``action_masks()``, the others any Discrete / Box / MultiBinary / MultiDiscrete action."""
+    ``action_masks()``, the others any Discrete / Box / MultiBinary / MultiDiscrete action. An algorithm class is
+    asked itself: it is built on the wrapped env without its networks (which checks the action space, and
+    nothing else is allocated)."""
+    if isinstance(algo, type):
+        return _class_fits(algo, env)
     action = env.action_space
     if algo == "dqn":
         return isinstance(action, spaces.Discrete)
     if algo == "maskable_ppo":
         return isinstance(action, _MASKABLE_ACTIONS) and _has_action_masks(env)
     return isinstance(action, _ON_POLICY_ACTIONS)
+
+
+def _class_fits(algo: type, env: gym.Env) -> bool:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    wrapped = wrap_env(env)
+    try:
+        algo(default_policy(algo, wrapped.observation_space), DummyVecEnv([lambda: wrapped]), device="cpu",
+             _init_setup_model=False)
+    except (AssertionError, ValueError):  # SB3's "only supports (Box,) as action spaces" is an assertion
+        return False
+    return True
+
+
+def default_policy(algo: type, observation_space: spaces.Space) -> str:
+    """``"MlpPolicy"`` (``"MultiInputPolicy"`` for Dict observations), or the algorithm's own alias of it
+    (``"MlpLstmPolicy"`` for RecurrentPPO)."""
+    aliases = list(getattr(algo, "policy_aliases", {}))
+    kind = "MultiInput" if isinstance(observation_space, spaces.Dict) else "Mlp"
+    if f"{kind}Policy" in aliases:
+        return f"{kind}Policy"
+    return next((a for a in aliases if a.startswith(kind)), f"{kind}Policy")
 
 
 def _has_action_masks(env: gym.Env) -> bool:
@@ -105,15 +135,19 @@ def _algo_class(key: str) -> type:
     return {"ppo": PPO, "a2c": A2C, "dqn": DQN}[key]
 
 
-def make_sb3(algo: str, env: Any, seed: int | None = 0, policy: str | None = None, **kwargs: Any):
-    """Build ``algo`` (see :data:`ALGOS`) on ``env`` with :data:`SB3_DEFAULTS` (``kwargs`` win).
+def make_sb3(algo: str | type, env: Any, seed: int | None = 0, policy: str | None = None, **kwargs: Any):
+    """Build ``algo`` (one of :data:`ALGOS` with :data:`SB3_DEFAULTS`, or any SB3 / sb3-contrib algorithm class
+    with SB3's own defaults) on ``env``; ``kwargs`` win.
 
     Raises:
         ValueError: unknown ``algo``, or an algorithm that cannot act in ``env`` (DQN on a Box action, ...).
     """
+    if isinstance(algo, type):
+        options = {"seed": seed, "device": "cpu", "verbose": 0, **kwargs}
+        return algo(policy or default_policy(algo, env.observation_space), env, **options)
     key = str(algo).lower()
     if key not in ALGOS:
-        raise ValueError(f"unknown algo {algo!r}; accepted: {', '.join(ALGOS)}")
+        raise ValueError(f"unknown algo {algo!r}; accepted: {', '.join(ALGOS)}, or an SB3 algorithm class")
     if key == "dqn" and not isinstance(env.action_space, spaces.Discrete):
         raise ValueError(
             f"algo='dqn' needs a Discrete action space, got {env.action_space}: use PPO / A2C, or a discrete variant"
@@ -127,23 +161,24 @@ class SB3Agent(Agent):
 
     The model trains on ``wrap_env(env)`` (the env itself, wrapped; one env, SB3's Monitor), so its training
     episodes use whatever seeds SB3 resets the env with (``seed``); evaluate it on other seeds through
-    :func:`detgym.agents.rollout.run_episode`, which applies :meth:`wrap_env` to the evaluation env.
+    :func:`detgym.rollout.run_episode`, which applies :meth:`wrap_env` to the evaluation env.
 
     Args:
-        algo: one of :data:`ALGOS`.
+        algo: one of :data:`ALGOS`, or an SB3 / sb3-contrib algorithm class (``sb3_contrib.TQC``).
         env: the env to train on (a detgym env, possibly wrapped).
         seed: the algorithm's seed (network initialisation, exploration, training-episode seeds).
         **kwargs: SB3 constructor arguments over :data:`SB3_DEFAULTS` (``policy=`` picks the policy class).
     """
 
-    def __init__(self, algo: str, env: gym.Env, seed: int | None = 0, **kwargs: Any) -> None:
+    def __init__(self, algo: str | type, env: gym.Env, seed: int | None = 0, **kwargs: Any) -> None:
         from stable_baselines3.common.env_util import make_vec_env
 
-        self.algo = str(algo).lower()
+        self.algo = algo if isinstance(algo, type) else str(algo).lower()
         wrapped = wrap_env(env)
         super().__init__(wrapped.observation_space, wrapped.action_space)
         self.venv = make_vec_env(lambda: wrapped, n_envs=1, seed=seed)
         self.model = make_sb3(self.algo, self.venv, seed=seed, **kwargs)
+        self._takes_masks = "action_masks" in inspect.signature(self.model.predict).parameters
 
     def learn(self, total_timesteps: int, **kwargs: Any) -> "SB3Agent":
         """Train for ``total_timesteps`` env steps (SB3's ``learn``; ``progress_bar=True`` shows one)."""
@@ -157,9 +192,10 @@ class SB3Agent(Agent):
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False,
                 action_masks: Any = None) -> tuple[np.ndarray, Any]:
-        if self.algo == "maskable_ppo":
+        if self._takes_masks:
             return self.model.predict(observation, state, episode_start, deterministic, action_masks=action_masks)
         return self.model.predict(observation, state, episode_start, deterministic)
 
     def __repr__(self) -> str:
-        return f"SB3Agent({self.algo!r})"
+        name = self.algo.__name__ if isinstance(self.algo, type) else self.algo
+        return f"SB3Agent({name!r})"

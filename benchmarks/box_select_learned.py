@@ -3,7 +3,7 @@
 SB3 PPO learns on ``DetBoxSelect-v0`` (keep-mask) and ``DetBoxRescore-v0`` (new scores), sb3-contrib MaskablePPO
 on ``DetBoxSelectSeq-v0`` (one box per step, action masks), each out of the box from ``detgym.agents.make_agent`` on the
 train split. Every agent, learned or heuristic, is then run once on every image of the test split
-(``detgym.agents.rollout.run_episode`` with ``options={"image_index": i}``, deterministic policies), which gives two
+(``detgym.rollout.run_episode`` with ``options={"image_index": i}``, deterministic policies), which gives two
 figures: the mean per-image AP (the env's return) and the COCO AP / AP50 / AP75 of the kept detections of the
 whole split (``detgym.metrics.coco_evaluate``). Results go to a JSON file after each agent (atomic; finished
 (agent, seed) pairs are skipped on restart), the summary to CSV and PNG.
@@ -64,7 +64,7 @@ def _env(variant: str, preset: str, split: str, **kwargs: Any) -> Any:
 
 def evaluate(env: Any, agent: Any) -> dict[str, Any]:
     """Run ``agent`` once on every image of ``env``'s split: mean per-image return and the split's COCO stats."""
-    from detgym.agents.rollout import run_episode
+    from detgym.rollout import run_episode
 
     base = env.unwrapped
     episodes = [run_episode(env, agent, options={"image_index": i}) for i in range(base.n_images)]

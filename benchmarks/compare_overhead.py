@@ -1,7 +1,7 @@
 """What ``detgym compare`` costs around its runs, and what a second worker process buys (DESIGN.md, "Performance
 yardsticks": a grid with 2 workers >= 1.7x one on 2 cores; the harness adds < 2% to the runs' own time).
 
-The same grid runs as ``python -m detgym.compare.cli``, side by side in one run, into fresh directories: with
+The same grid runs as ``python -m detgym compare``, side by side in one run, into fresh directories: with
 ``--workers 1`` (the runs in the command's own process), then the same command again (every run recorded: nothing
 to run, so its wall time is the harness's fixed cost), then with ``--workers 2`` (two forkserver workers). Each
 command is timed from outside, start to exit: interpreter start, imports, building each env once in the parent,
@@ -46,8 +46,8 @@ TARGET_SPEEDUP, TARGET_OVERHEAD = 1.7, 0.02
 
 
 def run_grid(out: Path, workers: int, env: str, agents: str, seeds: int, iterations: int) -> dict:
-    """One ``python -m detgym.compare.cli`` into ``out``: its wall time, the runs' own times, the load around it."""
-    cmd = [sys.executable, "-m", "detgym.compare.cli", "--env", env, "--agents", agents, "--seeds", str(seeds),
+    """One ``python -m detgym compare`` into ``out``: its wall time, the runs' own times, the load around it."""
+    cmd = [sys.executable, "-m", "detgym", "compare", "--env", env, "--agents", agents, "--seeds", str(seeds),
            "--env-kwargs", json.dumps({"iterations": iterations}), "--workers", str(workers), "--out", str(out),
            "--no-progress"]
     load_before = os.getloadavg()[0]

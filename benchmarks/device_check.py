@@ -26,7 +26,7 @@ def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
     import gymnasium as gym
 
     from detgym.agents import make_agent
-    from detgym.agents.rollout import run_episode
+    from detgym.rollout import run_episode
 
     t0 = time.perf_counter()
     env = gym.make(env_id, device=device)

@@ -25,7 +25,7 @@ The envs and the comparison harness:
 ``detgym build-table [--preset P --episodes N --out FILE --set FIELD=VALUE]``
     MGRAL's look-up table for DetSampleSelect's ``reward_mode="lookup"`` (papers 002/003, III-F); resumable.
 ``detgym compare --env ID[,ID...] --agents A[,B...] --seeds N [--workers K --backend ray] --out DIR``
-    the suite's main job: agents compared across envs with intervals (:mod:`detgym.compare.cli`); resumable.
+    the suite's main job: agents compared across envs with intervals (:mod:`detgym.compare`); resumable.
 ``detgym replay DIR/runs.jsonl [--run KEY]``
     re-execute recorded runs and check that their rewards and metrics are reproduced exactly.
 """
@@ -37,17 +37,11 @@ import sys
 import time
 from typing import Callable, Sequence
 
+from detgym._validation import int_option
+
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{v} is negative; accepted: an integer >= 0")
-    return v
+_NONNEG_INT, _POS_INT = int_option(0), int_option(1)
 
 
 def _cmd_data_digits(args: argparse.Namespace) -> int:
@@ -85,11 +79,11 @@ def add_data_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
         "and write it as train/ valid/ test/ (PNG) + train.json valid.json test.json (COCO).",
     )
     dg.add_argument("--out", required=True, help="output directory (must not exist, or be empty)")
-    dg.add_argument("--seed", type=_nonneg_int, default=0, help="generator seed (default 0)")
-    dg.add_argument("--train", type=_nonneg_int, default=None, help="training images (default 2000)")
-    dg.add_argument("--val", type=_nonneg_int, default=None, help="validation images (default 200)")
-    dg.add_argument("--test", type=_nonneg_int, default=None, help="test images (default 200)")
-    dg.add_argument("--image-size", type=_nonneg_int, default=None, help="square image side in px (default 128)")
+    dg.add_argument("--seed", type=_NONNEG_INT, default=0, help="generator seed (default 0)")
+    dg.add_argument("--train", type=_NONNEG_INT, default=None, help="training images (default 2000)")
+    dg.add_argument("--val", type=_NONNEG_INT, default=None, help="validation images (default 200)")
+    dg.add_argument("--test", type=_NONNEG_INT, default=None, help="test images (default 200)")
+    dg.add_argument("--image-size", type=_NONNEG_INT, default=None, help="square image side in px (default 128)")
     dg.add_argument("--min-height", type=float, default=None, help="smallest digit height in px (default 8)")
     dg.add_argument("--max-height", type=float, default=None, help="largest digit height in px (default 100, or image size - 4 if smaller)")
     dg.add_argument("--overwrite", action="store_true", help="replace a digits set previously written to --out")
@@ -97,13 +91,6 @@ def add_data_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
 
 
 # ------------------------------------------------------------------ digit pipeline (paper 004)
-def _pos_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} is not positive; accepted: an integer >= 1")
-    return v
-
-
 def _finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -137,9 +124,9 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 def _add_common(p: argparse.ArgumentParser, *, batch_help: str | None = None) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default auto: CUDA if available)")
-    p.add_argument("--threads", type=_pos_int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=_POS_INT, default=None, help="CPU threads for torch (default: torch's choice)")
     if batch_help:
-        p.add_argument("--batch-size", type=_pos_int, default=None, help=batch_help)
+        p.add_argument("--batch-size", type=_POS_INT, default=None, help=batch_help)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -184,21 +171,21 @@ def add_train_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
                    help="start from torchvision's COCO detector or ImageNet backbone weights (downloads; not for tiny)")
     p.add_argument("--finetune", default=None, metavar="CKPT", help="start from the weights of this checkpoint (e.g. RUN/best.pt)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last.pt")
-    p.add_argument("--epochs", type=_pos_int, default=None, help="epochs (default: the recipe's iterations in epochs)")
-    p.add_argument("--batch-size", type=_pos_int, default=None, help="training batch size (default: the recipe's)")
+    p.add_argument("--epochs", type=_POS_INT, default=None, help="epochs (default: the recipe's iterations in epochs)")
+    p.add_argument("--batch-size", type=_POS_INT, default=None, help="training batch size (default: the recipe's)")
     p.add_argument("--lr", type=_pos_float, default=None, help="initial (head) learning rate (default: the recipe's)")
     p.add_argument("--min-lr", type=_nonneg_float, default=None, help="learning rate at the end of the cosine (default: recipe)")
     p.add_argument("--warmup-epochs", type=_nonneg_float, default=None, help="linear warmup length in epochs (fractions allowed)")
-    p.add_argument("--no-aug-epochs", type=_nonneg_int, default=None, help="last epochs trained without augmentation (default: 30%%)")
+    p.add_argument("--no-aug-epochs", type=_NONNEG_INT, default=None, help="last epochs trained without augmentation (default: 30%%)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no augmentation at all")
     p.add_argument("--flip", action="store_true", default=None, help="also flip horizontally (off for digits by default)")
     p.add_argument("--weight-decay", type=_nonneg_float, default=None, help="weight decay (default: the recipe's)")
     p.add_argument("--backbone-lr-mult", type=_nonneg_float, default=None,
                    help="backbone learning rate as a multiple of --lr (default: 0.5 as paper 004 for --pretrained / "
                    "--finetune backbones, 1 for a backbone trained from scratch)")
-    p.add_argument("--image-size", type=_pos_int, default=None, help="detector input size in px (default: recipe, 128 for tiny)")
-    p.add_argument("--seed", type=_nonneg_int, default=None, help="seed of initialisation, batch order, augmentation (default 0)")
-    p.add_argument("--eval-batch-size", type=_pos_int, default=None, help="batch size of validation")
+    p.add_argument("--image-size", type=_POS_INT, default=None, help="detector input size in px (default: recipe, 128 for tiny)")
+    p.add_argument("--seed", type=_NONNEG_INT, default=None, help="seed of initialisation, batch order, augmentation (default 0)")
+    p.add_argument("--eval-batch-size", type=_POS_INT, default=None, help="batch size of validation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=_cmd_train)
@@ -258,7 +245,7 @@ def add_predict_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
     p.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
     p.add_argument("--threshold", type=_finite_float, default=None,
                    help="score threshold for pred.csv (default: the one find-threshold stored, else 0.5)")
-    p.add_argument("--num-workers", type=_nonneg_int, default=0, help="threads decoding images ahead (default 0)")
+    p.add_argument("--num-workers", type=_NONNEG_INT, default=0, help="threads decoding images ahead (default 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_common(p, batch_help="inference batch size (default 8)")
     p.set_defaults(func=_cmd_predict)
@@ -278,7 +265,7 @@ def add_compare_command(subparsers: "argparse._SubParsersAction[argparse.Argumen
 
 
 def add_replay_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Register ``detgym replay`` (re-execute recorded runs, check rewards; :mod:`detgym.compare.replay`)."""
+    """Register ``detgym replay`` (re-execute recorded runs, check rewards; :mod:`detgym.compare.reproduce`)."""
     from detgym.compare import cli as compare
 
     p = subparsers.add_parser(
@@ -331,9 +318,9 @@ def add_build_table_command(subparsers: "argparse._SubParsersAction[argparse.Arg
         "Look-up envs (reward_mode=lookup) of the same configuration find it at the default path.",
     )
     p.add_argument("--preset", default="default", help="DetSampleSelect preset (default, voc, test)")
-    p.add_argument("--episodes", type=_pos_int, default=20, help="build episodes = records per cycle (default 20)")
+    p.add_argument("--episodes", type=_POS_INT, default=20, help="build episodes = records per cycle (default 20)")
     p.add_argument("--out", default=None, help="table file (default: the preset's, under $DETGYM_CACHE/sample_select)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="base seed of the random selections (default 0)")
+    p.add_argument("--seed", type=_NONNEG_INT, default=0, help="base seed of the random selections (default 0)")
     p.add_argument("--set", type=_preset_override, action="append", metavar="FIELD=VALUE",
                    help="override a preset field, VALUE as JSON (repeatable), e.g. --set cycles=3")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -18,7 +18,7 @@ from detgym.agents import make_agent
 from detgym.agents.box_heuristics import BoxRuleAgent
 from detgym.agents.nms import RULES, coco_detections, evaluate_rule, greedy_nms, oracle_keep, postprocess, soft_nms, topk
 from detgym.agents.registry import agent_names
-from detgym.agents.rollout import run_episode
+from detgym.rollout import run_episode
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate

@@ -1,18 +1,22 @@
-"""detgym compare / detgym replay on DetLossWeight-Test-v0 with tiny budgets: records, resume, replay, outputs and
-every bad input."""
+"""detgym compare / detgym replay on DetLossWeight-Test-v0 with tiny budgets: the Python API and the command line,
+records, resume, replay, outputs, users' own agents and every bad input."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from detgym.compare import cli as compare
-from detgym.compare.store import read_runs
+import detgym.compare
 from detgym import cli
+from detgym.agents import AGENTS, register
+from detgym.compare.store import read_runs
 
 ENV = "DetLossWeight-Test-v0"
 ENV_KWARGS = '{"iterations": 8}'  # 4 intervals of 2 iterations: 3 steps per episode
@@ -33,11 +37,22 @@ def cache(tmp_path_factory):
         yield
 
 
+def compare(argv: list[str]) -> int:
+    return cli.main(["compare", *argv])
+
+
 @pytest.fixture(scope="module")
 def done(cache, tmp_path_factory):
-    """A finished comparison: uniform, RLO and a briefly trained PPO, 2 seeds, in this process."""
+    """A finished comparison through the Python API: uniform, RLO and a briefly trained PPO, 2 seeds, in this
+    process."""
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    assert compare.main(_argv(out)) == 0
+    result = detgym.compare.run([ENV], ["uniform", "rlo", "ppo"], SEEDS, out=out, train_budget=12,
+                                env_kwargs=json.loads(ENV_KWARGS), agent_kwargs=json.loads(PPO_KWARGS),
+                                resamples=200, progress=False)
+    assert result.ok and len(result.records) == 3 * SEEDS and result.outcome.finished == 3 * SEEDS
+    assert [(r["agent"], r["AP_pairs"] if "AP_pairs" in r else None) for r in result.summary] == [
+        ("uniform", None), ("rlo", SEEDS), ("ppo", SEEDS)]
+    assert result.table.strip() == (out / "table.md").read_text().strip() and out / "scores.png" in result.paths
     return out
 
 
@@ -91,7 +106,7 @@ def test_outputs_table_csv_json_plots_and_tensorboard(done):
 
 def test_rerun_repeats_nothing(done, capsys):
     before = (done / "runs.jsonl").read_bytes()
-    assert compare.main(_argv(done)) == 0
+    assert compare(_argv(done)) == 0
     assert (done / "runs.jsonl").read_bytes() == before
     assert f"{3 * SEEDS} already in" in capsys.readouterr().out
 
@@ -112,7 +127,8 @@ def test_replay_reports_a_changed_reward(done, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MISMATCH" in out and "episode 0" in out and "step 1: reward" in out and "0 of 1 run(s)" in out
     with pytest.raises(ValueError, match="matches no run"):
-        compare.run_replay(compare.argparse.Namespace(runs=str(path), run="nope"))
+        detgym.compare.replay(path, run="nope")
+    assert not detgym.compare.replay(path, run=target["key"]).reproduced
 
 
 def test_a_truncated_last_line_is_reported_skipped_and_its_run_redone(done, tmp_path, capsys):
@@ -121,7 +137,7 @@ def test_a_truncated_last_line_is_reported_skipped_and_its_run_redone(done, tmp_
     lines = (out / "runs.jsonl").read_bytes().splitlines(keepends=True)
     lost = json.loads(lines[-1])["key"]
     (out / "runs.jsonl").write_bytes(b"".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # killed mid-write
-    assert compare.main(_argv(out)) == 0
+    assert compare(_argv(out)) == 0
     captured = capsys.readouterr()
     assert f"runs.jsonl:{len(lines)}: damaged line (truncated mid-write" in captured.err
     assert "1 to run" in captured.out
@@ -131,7 +147,7 @@ def test_a_truncated_last_line_is_reported_skipped_and_its_run_redone(done, tmp_
 
 
 def _error(argv: list[str], capsys) -> str:
-    code = compare.main(argv)
+    code = compare(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     return err
@@ -141,7 +157,14 @@ def test_bad_input_is_one_line_before_any_run(done, tmp_path, capsys):
     out = tmp_path / "never"
     assert "unknown env 'DetNope-v0'; accepted: DetLossWeight-v0" in _error(
         ["--env", "DetNope-v0", "--agents", "uniform", "--out", str(out)], capsys)
-    assert "unknown agent 'sac'; accepted: uniform" in _error(_argv(out, agents="uniform,sac"), capsys)
+    assert "--agents: unknown agent 'sac'; accepted: uniform" in _error(_argv(out, agents="uniform,sac"), capsys)
+    # a user's agent by import path: a mistyped module or attribute names --agents and the path
+    assert "--agents: agent 'tests.nope:Alternate': cannot import module 'tests.nope'" in _error(
+        _argv(out, agents="uniform,tests.nope:Alternate"), capsys)
+    assert "--agents: agent 'tests.compare_user_agents:Alternat': module 'tests.compare_user_agents' has no " \
+           "attribute 'Alternat'" in _error(_argv(out, agents="tests.compare_user_agents:Alternat"), capsys)
+    assert "agent 'stable_baselines3:SAC' does not fit DetLossWeight-Test-v0" in _error(
+        _argv(out, agents="uniform,stable_baselines3:SAC"), capsys)
     assert "agent 'dqn' does not fit DetLossWeightContinuous-Test-v0; agents that fit: random, ppo" in _error(
         ["--env", "DetLossWeightContinuous-Test-v0", "--agents", "dqn", "--out", str(out)], capsys)
     ray_error = _error([*_argv(out), "--backend", "ray", "--ray-address", "127.0.0.1:1"], capsys)
@@ -155,12 +178,15 @@ def test_bad_input_is_one_line_before_any_run(done, tmp_path, capsys):
         [*_argv(done)[:2], "--env-kwargs", '{"iterations": 6}', *_argv(done)[4:]], capsys)
     assert "holds runs of ppo on DetLossWeight-Test-v0 with another agent configuration" in _error(
         [*_argv(done), "--train-budget", "13"], capsys)
-    for option, value, message in (("--train-budget", "0", "--train-budget must be >= 1, got 0"),
-                                   ("--seeds", "-1", "--seeds must be >= 1, got -1"),
-                                   ("--env-kwargs", "{", "--env-kwargs is not valid JSON")):
+    for option, value, message in (("--train-budget", "0", "--train-budget: must be an integer >= 1, got 0"),
+                                   ("--seeds", "-1", "--seeds: must be an integer >= 1, got -1"),
+                                   ("--threads", "0", "--threads: must be an integer >= 1, got 0"),
+                                   ("--env-kwargs", "{", "--env-kwargs: not valid JSON")):
         with pytest.raises(SystemExit) as exc:
-            compare.main([*_argv(out), option, value])
+            compare([*_argv(out), option, value])
         assert exc.value.code == 2 and message in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--threads must be an integer >= 1, got 0"):
+        detgym.compare.run([ENV], ["uniform"], 1, out=out, threads=0)
     assert not out.exists()
 
 
@@ -178,7 +204,7 @@ def test_box_select_runs_are_scored_over_all_their_evaluated_images(cache, tmp_p
     out = tmp_path / "box"
     argv = ["--env", "DetBoxSelect-Test-v0", "--agents", "nms,keep_all", "--seeds", "2", "--eval-episodes", "8",
             "--out", str(out), "--no-progress", "--resamples", "200"]
-    assert compare.main(argv) == 0
+    assert compare(argv) == 0
     records = _records(out)
     assert len(records) == 4
     for r in records:
@@ -194,6 +220,77 @@ def test_box_select_runs_are_scored_over_all_their_evaluated_images(cache, tmp_p
     assert cli.main(["replay", str(path)]) == 1
     out_text = capsys.readouterr().out
     assert "dataset metrics" in out_text and "3 of 4 run(s) reproduced exactly" in out_text
+
+
+def test_users_agents_by_import_path_and_by_name_are_recorded_and_replayed(cache, tmp_path, capsys):
+    path, bandit = "tests.compare_user_agents:Alternate", "tests.compare_user_agents.Bandit"
+    register("const1", __import__("tests.compare_user_agents", fromlist=["x"]).build_constant)
+    try:
+        result = detgym.compare.run(ENV, ["uniform", path, bandit, "const1"], 1, out=tmp_path / "cmp",
+                                    train_budget=6, env_kwargs={"iterations": 8}, agent_kwargs={path: {"first": 0}},
+                                    resamples=200, progress=False)
+    finally:
+        AGENTS.pop("const1")
+    assert result.ok
+    by = {r["agent"]["name"]: r for r in result.records}
+    assert by[path]["agent"]["source"] == path and by[path]["episodes"][0]["actions"] == [0, 2, 0]
+    assert by[bandit]["agent"]["learns"] and by[bandit]["train"]["timesteps"] >= 6
+    assert by["const1"]["agent"]["source"] == "tests.compare_user_agents:build_constant"
+    assert by["const1"]["episodes"][0]["actions"] == [1, 1, 1] and "source" not in by["uniform"]["agent"]
+    # replayed in a process where "const1" is not registered: its builder is imported from the recorded source
+    assert cli.main(["replay", str(tmp_path / "cmp" / "runs.jsonl")]) == 0
+    assert "4 of 4 run(s) reproduced exactly" in capsys.readouterr().out
+    lost = dict(by["const1"], agent={**by["const1"]["agent"], "source": "__main__:build_constant"})
+    (tmp_path / "lost.jsonl").write_text(json.dumps(lost) + "\n")
+    verdict = detgym.compare.replay(tmp_path / "lost.jsonl").results[0]
+    assert not verdict.reproduced and "agent 'const1' was registered" in verdict.message
+    assert "cannot import it again" in verdict.message
+
+
+def test_an_sb3_algorithm_class_by_import_path(cache, tmp_path):
+    agent = "sb3_contrib.TQC"
+    result = detgym.compare.run("DetLossWeightContinuous-Test-v0", [agent, "random"], 1, out=tmp_path / "cmp",
+                                train_budget=6, env_kwargs={"iterations": 8}, resamples=200, progress=False,
+                                agent_kwargs={agent: {"buffer_size": 64, "learning_starts": 3, "batch_size": 4}})
+    assert result.ok
+    record = next(r for r in result.records if r["agent"]["name"] == agent)
+    assert record["agent"]["learns"] and record["agent"]["source"] == agent and record["train"]["timesteps"] >= 6
+    assert any(p.parent.name.startswith("TQC") for p in (tmp_path / "cmp" / "tb").rglob("events.out.tfevents*"))
+    assert detgym.compare.replay(tmp_path / "cmp" / "runs.jsonl").reproduced
+
+
+def test_a_registered_agent_workers_cannot_import_is_refused_before_any_run(cache, tmp_path):
+    register("lam", lambda env, seed: None)
+    try:
+        with pytest.raises(ValueError, match="--agents: agent 'lam' was registered with a builder that worker "
+                                             "processes cannot import .a lambda or closure."):
+            detgym.compare.run(ENV, ["uniform", "lam"], 1, out=tmp_path / "never", workers=2,
+                               env_kwargs={"iterations": 8})
+    finally:
+        AGENTS.pop("lam")
+    assert not (tmp_path / "never").exists()
+
+
+def _readme_agent() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    return readme.split("```python\n# my_selectors.py\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_agent_runs_from_any_directory_with_two_workers_and_replays(cache, tmp_path):
+    """``detgym compare`` finds an agent module in the current directory (as ``python -m`` does), its worker processes
+    import it themselves, and ``python -m detgym replay`` reproduces the runs: all from outside the repository."""
+    (tmp_path / "my_selectors.py").write_text(_readme_agent())
+    script = Path(sys.executable).with_name("detgym")
+    command = [str(script) if script.exists() else "detgym", "compare", "--env", ENV, "--env-kwargs", ENV_KWARGS,
+               "--agents", "uniform,my_selectors:Alternate", "--seeds", "2", "--workers", "2", "--out", "out",
+               "--no-progress", "--resamples", "200"]
+    env = {**os.environ, "PYTHONPATH": ""}
+    ran = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr
+    assert "| my_selectors:Alternate | 2 | AP |" in ran.stdout
+    replayed = subprocess.run([sys.executable, "-m", "detgym", "replay", "out/runs.jsonl"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert replayed.returncode == 0 and "4 of 4 run(s) reproduced exactly" in replayed.stdout, replayed.stderr
 
 
 def test_benchmark_tables_plot_through_grouped_bars(tmp_path):

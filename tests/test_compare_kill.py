@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from detgym.compare import cli as compare
+from detgym import cli
 from detgym.compare.store import read_runs
 
 AGENTS = "uniform,avw"
@@ -46,13 +46,21 @@ def _group_gone(pgid: int, timeout: float) -> bool:
         time.sleep(0.1)
 
 
+def _interruptible() -> None:
+    """Ctrl-C as a terminal sends it: a launcher that ignores SIGINT (nohup, ``cmd &`` in a script, CI runners) passes
+    SIG_IGN on to its children, and a process started that way is meant to ignore Ctrl-C, so the comparison keeps
+    the disposition it inherits; the test starts it as a terminal's foreground job would be."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_kill_then_rerun_loses_and_repeats_nothing(cache, tmp_path, sig):
     out = tmp_path / "cmp"
     runs = out / "runs.jsonl"
     # its own session: the signal goes to the comparison (the parent) alone, and its workers can be found after
-    proc = subprocess.Popen([sys.executable, "-m", "detgym.compare.cli", *_argv(out, workers=2)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "detgym", "compare", *_argv(out, workers=2)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_interruptible)
     try:
         deadline = time.monotonic() + 120
         while _lines(runs) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -73,7 +81,7 @@ def test_kill_then_rerun_loses_and_repeats_nothing(cache, tmp_path, sig):
     before = runs.read_bytes()
     finished = read_runs(runs)
     assert not finished.problems and 2 <= len(finished.records) < 2 * SEEDS  # killed half-way
-    assert compare.main(_argv(out, workers=1)) == 0
+    assert cli.main(["compare", *_argv(out, workers=1)]) == 0
     after = read_runs(runs)
     assert not after.problems and len(after.records) == 2 * SEEDS  # every run once: nothing lost, nothing repeated
     assert runs.read_bytes().startswith(before)  # the finished runs' lines are untouched

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Sequence
 
 from detgym.compare.grid import RunSpec
-from detgym.compare.run import run_one
+from detgym.compare.worker import run_one
 from detgym.compare.store import RunFile
 
 __all__ = ["BACKENDS", "Outcome", "WorkerDied", "check_backend", "execute"]

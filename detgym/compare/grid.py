@@ -15,21 +15,23 @@ data orders): the comparison is paired by seed.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
+
+from detgym._hashing import stable_hash
+
+if TYPE_CHECKING:
+    from detgym.agents.registry import AgentSpec
 
 __all__ = [
     "PROTOCOL",
     "ResolvedEnv",
     "RunSpec",
-    "baseline_for",
     "build_grid",
     "check_agents",
     "check_same_configuration",
@@ -39,11 +41,6 @@ __all__ = [
 
 #: Version of how runs are keyed and seeded; part of every agent key, so a change never mixes with old runs.
 PROTOCOL = 1
-
-
-def _hash(data: Any, n: int = 16) -> str:
-    text = json.dumps(data, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
 def derive_seeds(run_seed: int, eval_episodes: int) -> tuple[int, tuple[int, ...]]:
@@ -75,6 +72,8 @@ class ResolvedEnv:
     agents: tuple[str, ...]
     #: Whether its constructor takes ``log_dir`` (TensorBoard).
     takes_log_dir: bool
+    #: What a comparison of it runs when the options do not say (baseline, agents, training budget, episodes).
+    defaults: Any = None
 
     def record(self) -> dict[str, Any]:
         """The env part of a run record."""
@@ -82,8 +81,9 @@ class ResolvedEnv:
                 "config_key": self.config_key, "key": self.key}
 
 
-def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
-    """Build ``env_id`` with ``kwargs`` once: its configuration, key and fitting agents.
+def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[AgentSpec] = ()) -> ResolvedEnv:
+    """Build ``env_id`` with ``kwargs`` once: its configuration, key and fitting agents (the registered ones, and
+    those of ``extra_agents`` that fit: agents given by import path).
 
     Raises:
         ValueError: an unknown id (listing detgym's ids), ``log_dir`` among the kwargs (the harness sets it), or
@@ -111,24 +111,22 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any]) -> ResolvedEnv:
         if config is not None:
             config_dict, config_key = config.to_dict(), config.config_key()
         else:
-            config_dict, config_key = None, _hash({"id": env_id, "kwargs": dict(kwargs)})
-        key = config_key if not extras else _hash({"config_key": config_key, "extras": extras})
+            config_dict, config_key = None, stable_hash({"id": env_id, "kwargs": dict(kwargs)})
+        key = config_key if not extras else stable_hash({"config_key": config_key, "extras": extras})
         return ResolvedEnv(
             id=env_id, kwargs=dict(kwargs), family=getattr(base, "family", None), config=config_dict,
-            config_key=config_key, key=key, agents=tuple(agent_names(env)),
-            takes_log_dir="log_dir" in parameters,
+            config_key=config_key, key=key,
+            agents=(*agent_names(env), *(a.name for a in extra_agents if a.fits(env))),
+            takes_log_dir="log_dir" in parameters, defaults=_compare_defaults(base),
         )
     finally:
         env.close()
 
 
-def baseline_for(env: ResolvedEnv, agents: Sequence[str]) -> str:
-    """The env family's baseline (:data:`detgym.compare.families.FAMILY_DEFAULTS`) when it is among ``agents``,
-    else ``agents[0]``."""
+def _compare_defaults(env: gym.Env) -> Any:
     from detgym.compare.families import family_defaults
 
-    preferred = family_defaults(env.family).baseline
-    return preferred if preferred in agents else agents[0]
+    return family_defaults(getattr(env, "family", None))
 
 
 @dataclass(frozen=True)
@@ -149,6 +147,8 @@ class RunSpec:
     tb_dir: str | None = None
     #: torch threads in the worker.
     threads: int = 1
+    #: Where a worker finds an agent that is not one of detgym's own (:attr:`AgentSpec.source`).
+    agent_source: str | None = None
 
     @property
     def key(self) -> str:
@@ -156,30 +156,29 @@ class RunSpec:
 
     def agent_record(self) -> dict[str, Any]:
         """The agent part of a run record."""
-        return {"name": self.agent, "kwargs": dict(self.agent_kwargs), "learns": self.learns,
-                "train_budget": self.train_budget, "eval_episodes": len(self.eval_seeds), "key": self.agent_key}
+        record = {"name": self.agent, "kwargs": dict(self.agent_kwargs), "learns": self.learns,
+                  "train_budget": self.train_budget, "eval_episodes": len(self.eval_seeds), "key": self.agent_key}
+        return record if self.agent_source is None else {**record, "source": self.agent_source}
 
 
 def check_agents(env: ResolvedEnv, agents: Sequence[str]) -> None:
-    """Raise ValueError for an unknown agent name (listing the known ones) or one that does not fit ``env``
-    (listing those that do)."""
-    from detgym.agents.registry import AGENTS
-
+    """Raise ValueError for an agent that does not fit ``env`` (listing those that do)."""
     for name in agents:
-        if name not in AGENTS:
-            raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}")
         if name not in env.agents:
             raise ValueError(f"agent {name!r} does not fit {env.id}; agents that fit: {', '.join(env.agents)}")
 
 
-def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int, threads: int) -> str:
+def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int, threads: int,
+               source: str | None = None) -> str:
     # a non-learning agent's runs do not depend on the training budget: its budget is None in the key; CPU results
-    # depend on the torch thread count, so it is in the key too
-    return _hash({"protocol": PROTOCOL, "agent": agent, "kwargs": dict(kwargs), "eval_episodes": eval_episodes,
-                  "train_budget": budget, "threads": threads}, 8)
+    # depend on the torch thread count, so it is in the key too; detgym's own agents have no source (their keys
+    # stay those of the results already published)
+    data = {"protocol": PROTOCOL, "agent": agent, "kwargs": dict(kwargs), "eval_episodes": eval_episodes,
+            "train_budget": budget, "threads": threads}
+    return stable_hash(data if source is None else {**data, "source": source}, 8)
 
 
-def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]], seeds: Sequence[int], *,
+def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[AgentSpec]], seeds: Sequence[int], *,
                train_budget: Mapping[str, int], eval_episodes: Mapping[str, int],
                agent_kwargs: Mapping[str, Mapping[str, Any]] | None = None, tb_root: str | None = None,
                threads: int = 1) -> list[RunSpec]:
@@ -188,33 +187,29 @@ def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[str]],
 
     Args:
         envs: the resolved envs.
-        agents, train_budget, eval_episodes: per env id, its agents, learning agents' training timesteps and
-            evaluated episodes per run.
+        agents, train_budget, eval_episodes: per env id, its agents (:func:`detgym.agents.find_agent`), learning
+            agents' training timesteps and evaluated episodes per run.
         seeds: run seeds.
         agent_kwargs: per agent name, its arguments.
         tb_root: TensorBoard root (each run logs to ``tb_root/<run key>``); ``None``: no logs.
         threads: torch threads per run.
 
     Raises:
-        ValueError: an unknown agent (listing the known ones) or one that does not fit an env (listing those that
-            do).
+        ValueError: an agent that does not fit an env (listing those that do).
     """
-    from detgym.agents.registry import AGENTS
-
     for env in envs:
-        check_agents(env, agents[env.id])
+        check_agents(env, [a.name for a in agents[env.id]])
     specs = []
     for seed in seeds:
         for env in envs:
             train_seed, eval_seeds = derive_seeds(seed, eval_episodes[env.id])
-            for name in sorted(agents[env.id], key=lambda a: not AGENTS[a].learns):
-                learns = AGENTS[name].learns
-                budget = train_budget[env.id] if learns else None
-                kwargs = dict((agent_kwargs or {}).get(name, {}))
-                spec = RunSpec(env=env, agent=name, agent_kwargs=kwargs, learns=learns, train_budget=budget,
-                               seed=int(seed), train_seed=train_seed, eval_seeds=eval_seeds,
-                               agent_key=_agent_key(name, kwargs, budget, len(eval_seeds), threads),
-                               threads=threads)
+            for agent in sorted(agents[env.id], key=lambda a: not a.learns):
+                budget = train_budget[env.id] if agent.learns else None
+                kwargs = dict((agent_kwargs or {}).get(agent.name, {}))
+                key = _agent_key(agent.name, kwargs, budget, len(eval_seeds), threads, agent.source)
+                spec = RunSpec(env=env, agent=agent.name, agent_kwargs=kwargs, learns=agent.learns,
+                               train_budget=budget, seed=int(seed), train_seed=train_seed, eval_seeds=eval_seeds,
+                               agent_key=key, threads=threads, agent_source=agent.source)
                 specs.append(spec if tb_root is None else _with_tb(spec, tb_root))
     return specs
 

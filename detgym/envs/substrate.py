@@ -17,14 +17,13 @@ that loads the splits and builds seeded detectors and :class:`~detgym.train.Trai
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, Iterator, Mapping, TypeVar
 
 import numpy as np
 
+from detgym._hashing import jsonable, stable_hash
 from detgym._validation import replace_fields
 
 __all__ = ["LoadedSubstrate", "PresetTable", "Substrate", "check_positive_int", "frozen", "load_splits"]
@@ -37,17 +36,6 @@ _DEVICES = ("auto", "cpu", "cuda")
 def frozen(mapping: Mapping[str, Any] | None = None, **kw: Any) -> Mapping[str, Any]:
     """A read-only copy of ``mapping`` (presets are data: nobody may change a shared one in place)."""
     return MappingProxyType({**(mapping or {}), **kw})
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able copy of a config value (mappings to dicts, tuples to lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def check_positive_int(name: str, value: Any) -> None:
@@ -112,12 +100,11 @@ class Substrate:
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
         """Every field as JSON-able data (the resolved configuration of a run)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def config_key(self) -> str:
         """A 16-hex-digit hash of :meth:`to_dict`: equal for equal configurations, whatever their preset name."""
-        text = json.dumps({"class": type(self).__name__, **self.to_dict()}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return stable_hash({"class": type(self).__name__, **self.to_dict()})
 
 
 P = TypeVar("P", bound=Substrate)

@@ -1,8 +1,8 @@
 """One run of a comparison, as a worker executes it: train (learning agents), evaluate, return the run record.
 
 A learning agent trains for its budget on a fresh env whose episodes start from the run's training seed; every
-agent is then evaluated on a fresh env, one :func:`detgym.agents.rollout.run_episode` per evaluation seed. The record
-(plain JSON data, see :func:`run_one`) holds everything :mod:`detgym.compare.replay` needs to re-execute the
+agent is then evaluated on a fresh env, one :func:`detgym.rollout.run_episode` per evaluation seed. The record
+(plain JSON data, see :func:`run_one`) holds everything :mod:`detgym.compare.reproduce` needs to re-execute the
 evaluation episodes, and what the plots need: the training episodes' returns and actions (the learning curve and
 the action frequencies over training), and the probabilities of agents that expose them (RLO) at every decision.
 """
@@ -21,9 +21,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from detgym.agents.registry import AGENTS, make_agent
-from detgym.agents.rollout import Episode, run_episode
+from detgym._hashing import jsonable
+from detgym.agents.registry import AgentSpec, find_agent
 from detgym.compare.grid import RunSpec
+from detgym.rollout import Episode, run_episode
 from detgym.tensorboard import TensorBoardLogger
 
 __all__ = ["EpisodeLog", "RECORD_FORMAT", "package_versions", "run_one"]
@@ -44,11 +45,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def _plain(value: Any) -> Any:
-    arr = np.asarray(value)
-    return arr.item() if arr.ndim == 0 else arr.tolist()
 
 
 class EpisodeLog(gym.Wrapper):
@@ -74,7 +70,7 @@ class EpisodeLog(gym.Wrapper):
             cur = self._current
             cur["return"] += float(reward)
             cur["length"] += 1
-            cur["actions"].append(_plain(action))
+            cur["actions"].append(jsonable(np.asarray(action)))
             if terminated or truncated:
                 final = info.get("final_metrics") or {}
                 cur.update(timesteps=self.timesteps, final_AP=final.get("AP"))
@@ -124,14 +120,23 @@ def _make_env(spec: RunSpec, role: str) -> gym.Env:
     return env
 
 
+def _agent(spec: RunSpec) -> AgentSpec:
+    """The run's agent: detgym's own by name; a user's imported again from its recorded source (this may be a
+    fresh worker process)."""
+    return find_agent(spec.agent, spec.agent_source)
+
+
 def _train(spec: RunSpec, log: TensorBoardLogger) -> tuple[Any, dict[str, Any]]:
+    agent_spec = _agent(spec)
     kwargs = dict(spec.agent_kwargs)
-    if spec.tb_dir is not None and AGENTS[spec.agent].kind == "sb3":
+    if spec.tb_dir is not None and agent_spec.kind == "sb3":
         kwargs.setdefault("tensorboard_log", os.path.join(spec.tb_dir, "sb3"))
     env = EpisodeLog(_make_env(spec, "train"))
     start = time.perf_counter()
     try:
-        agent = make_agent(spec.agent, env, seed=spec.train_seed, **kwargs)
+        agent = agent_spec.make(env, seed=spec.train_seed, **kwargs)
+        if not callable(getattr(agent, "learn", None)):
+            raise TypeError(f"agent {spec.agent!r} counts as a learning agent, but {agent!r} has no learn()")
         agent.learn(spec.train_budget)
     finally:
         env.close()
@@ -161,7 +166,7 @@ def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> tuple[list[d
     env = _make_env(spec, "eval")
     try:
         if agent is None:
-            agent = make_agent(spec.agent, env, seed=spec.train_seed, **spec.agent_kwargs)
+            agent = _agent(spec).make(env, seed=spec.train_seed, **spec.agent_kwargs)
         episodes, last_infos = [], []
         for i, seed in enumerate(spec.eval_seeds):
             probe = _ProbsProbe(agent)
@@ -183,7 +188,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     """Run ``spec`` and return its record (one JSON line of ``runs.jsonl``).
 
     Record fields: ``format``, ``key``, ``env`` (id, kwargs, family, resolved ``config``, ``config_key``, ``key``),
-    ``agent`` (name, kwargs, learns, train_budget, eval_episodes, key), ``seeds`` (run, train, eval), ``episodes``
+    ``agent`` (name, kwargs, learns, train_budget, eval_episodes, key; ``source`` for an agent that is not one of
+    detgym's own: its import path, or its registered builder's ``module:qualname``), ``seeds`` (run, train, eval), ``episodes``
     (per evaluation episode: seed, actions as the unwrapped env received them, rewards, return, length,
     terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the evaluation
     episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with

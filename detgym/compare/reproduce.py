@@ -6,6 +6,10 @@ must hash to the recorded ``config_key``), ``reset(seed=<the recorded evaluation
 actions (as the unwrapped env received them) one by one, with the recorded number of torch threads (CPU results
 are deterministic for a given thread count). Rewards, the end of the episode and ``info["final_metrics"]`` must be
 equal exactly (NaN equals NaN), and so must the dataset-level metrics of envs that report them (DetBoxSelect).
+
+The run's agent must be found again too: a user's agent is imported from its recorded source (an import path, or
+a registered builder's ``module:qualname``), so a results file names code that still exists; a run whose agent
+cannot be found is not reproduced, with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from detgym.compare.run import dataset_metrics
+from detgym.compare.worker import dataset_metrics
+from detgym.rollout import Step, run_episode
 
 __all__ = ["ReplayResult", "replay_file", "replay_record", "select_runs"]
 
@@ -39,24 +44,37 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+class _Recorded:
+    """Replay's agent: the recorded actions, in order, as the env's action space holds them."""
+
+    def __init__(self, actions: list[Any], space: gym.Space) -> None:
+        self._actions, self._space = iter(actions), space
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        return np.asarray(next(self._actions), dtype=self._space.dtype).reshape(self._space.shape), state
+
+
 def _replay_episode(env: gym.Env, episode: Mapping[str, Any], last_infos: list[dict[str, Any]]) -> str | None:
     """The first difference between the episode's record and its re-execution, or None (then its last ``info`` is
     appended to ``last_infos``)."""
-    space = env.action_space
-    env.reset(seed=episode["seed"])
-    done, info = False, {}
-    for step, (action, recorded) in enumerate(zip(episode["actions"], episode["rewards"])):
-        if done:
-            return f"step {step}: the replayed episode ended earlier ({step} steps, recorded {episode['length']})"
-        _, reward, terminated, truncated, info = env.step(np.asarray(action, dtype=space.dtype).reshape(space.shape))
-        if not _same(float(reward), float(recorded)):
+    steps: list[Step] = []
+    n = len(episode["actions"])
+    ep = run_episode(env, _Recorded(episode["actions"], env.action_space), seed=episode["seed"], max_steps=n,
+                     callback=steps.append)
+    for step, (reward, recorded) in enumerate(zip(ep.rewards, episode["rewards"])):
+        if not _same(reward, float(recorded)):
             return f"step {step}: reward {reward!r}, recorded {recorded!r}"
-        done = terminated or truncated
-        if done and (bool(terminated), bool(truncated)) != (episode["terminated"], episode["truncated"]):
-            return f"step {step}: terminated={terminated} truncated={truncated}, recorded " \
+    if ep.length < n:
+        return f"step {ep.length}: the replayed episode ended earlier ({ep.length} steps, recorded {n})"
+    last = steps[-1]  # the env's own end flags (run_episode marks a max_steps stop as truncated)
+    if last.terminated or last.truncated:
+        if (bool(last.terminated), bool(last.truncated)) != (episode["terminated"], episode["truncated"]):
+            return f"step {n - 1}: terminated={last.terminated} truncated={last.truncated}, recorded " \
                    f"terminated={episode['terminated']} truncated={episode['truncated']}"
-    if not done and (episode["terminated"] or episode["truncated"]):
-        return f"the replayed episode did not end after the recorded {episode['length']} steps"
+    elif episode["terminated"] or episode["truncated"]:
+        return f"the replayed episode did not end after the recorded {n} steps"
+    info = last.info
     replayed = info.get("final_metrics")
     recorded = episode["final_metrics"]
     if (replayed is None) != (recorded is None):
@@ -74,8 +92,13 @@ def replay_record(record: Mapping[str, Any]) -> ReplayResult:
     import torch
 
     import detgym  # noqa: F401  registers the ids
+    from detgym.agents.registry import find_agent
 
     key, env_rec = record["key"], record["env"]
+    try:
+        find_agent(record["agent"]["name"], record["agent"].get("source"))
+    except ValueError as err:
+        return ReplayResult(key, False, str(err))
     before = torch.get_num_threads()
     torch.set_num_threads(int(record.get("torch_threads") or before))
     env = gym.make(env_rec["id"], **env_rec["kwargs"])
