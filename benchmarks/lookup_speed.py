@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,17 +63,14 @@ class Settings:
 
 def _random_episode(env: Any, seed: int, initial_set: int) -> list[dict[str, Any]]:
     """One build-style episode (uniform random scores from ``seed``) with every step timed."""
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed, options={"initial_set": initial_set})
-    rows, done = [], False
-    while not done:
-        scores = rng.uniform(-1.0, 1.0, env.n_rows).astype(np.float32)
-        start = time.perf_counter()
-        _, _, terminated, truncated, info = env.step(scores)
-        seconds = time.perf_counter() - start
-        done = terminated or truncated
-        rows.append({"cycle": info["cycle"], "seconds": seconds, "map": info["map"],
-                     "source": info.get("reward_source"), "summary": env.selection_summary().tolist()})
+    from detgym.envs.sample_select.build import RandomScores
+    from detgym.rollout import run_episode
+
+    rows: list[dict[str, Any]] = []
+    run_episode(env, RandomScores(env.n_rows, seed), seed=seed, options={"initial_set": initial_set},
+                callback=lambda step: rows.append({
+                    "cycle": step.info["cycle"], "seconds": step.wall_s, "map": step.info["map"],
+                    "source": step.info.get("reward_source"), "summary": env.selection_summary().tolist()}))
     return rows
 
 

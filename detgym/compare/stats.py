@@ -8,8 +8,9 @@ statistical precipice", NeurIPS 2021), computed with SciPy.
   each of several samples independently: one sample per task is exactly the stratified scheme;
 * probability of improvement ``P(X > Y)``: ``P(x > y) + 0.5 P(x = y)`` over every pair of a run of X and a run of
   Y, averaged over tasks (rliable's ``probability_of_improvement``, the Mann-Whitney U statistic over ``n_x n_y``);
-  its interval resamples the runs of X and Y with the same indices (rliable's bootstrap of a pair of score
-  matrices), so runs paired by seed stay paired;
+  its interval resamples the runs of X and Y with the same indices by default, because a comparison's runs are
+  paired by seed (same detector initialisation and data order); ``paired=False`` resamples them independently,
+  as rliable's ``StratifiedIndependentBootstrap`` does (checked against rliable's numbers in the test suite);
 * paired difference: the mean over seeds of ``x_s - y_s`` (same seed: same detector initialisation and data
   order), with a bootstrap interval over seeds.
 
@@ -118,11 +119,13 @@ def paired_difference(x: Sequence[float], y: Sequence[float], *, n_resamples: in
     return Estimate(float(diff.mean()), low, high, int(diff.size))
 
 
-def probability_of_improvement_estimate(x: Sequence[float], y: Sequence[float], *, n_resamples: int = N_RESAMPLES,
-                                        confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+def probability_of_improvement_estimate(x: Sequence[float], y: Sequence[float], *, paired: bool = True,
+                                        n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE,
+                                        seed: int = 0) -> Estimate:
     """:func:`probability_of_improvement` of X over Y on one task, with an interval that resamples the runs of X
-    and Y with the same indices (pairs by seed stay together, as rliable's bootstrap of a pair of matrices)."""
+    and Y with the same indices (``paired``: pairs by seed stay together), or independently (rliable's
+    interval)."""
     x, y = _paired(x, y)
-    low, high = _interval((x, y), probability_of_improvement, paired=True, n_resamples=n_resamples,
+    low, high = _interval((x, y), probability_of_improvement, paired=paired, n_resamples=n_resamples,
                           confidence=confidence, seed=seed)
     return Estimate(float(probability_of_improvement(x, y)), low, high, int(x.size))

@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from detgym.rollout import Step, run_episode
+
 from .lookup import LookupTable
 
-__all__ = ["build_episode_seed", "build_table"]
+__all__ = ["RandomScores", "build_episode_seed", "build_table"]
 
 
 def build_episode_seed(seed: int, episode: int) -> int:
@@ -79,11 +81,21 @@ def _run_build_episode(env: Any, table: LookupTable, episode: int, seed: int) ->
         ref = env.reference(k)
         table.set_reference(k, ref.features, ref.stats, ref.initial_map)
     episode_seed = build_episode_seed(seed, episode)
-    rng = np.random.default_rng(episode_seed)
-    env.reset(seed=episode_seed, options={"initial_set": k})
-    done = False
-    while not done:
-        scores = rng.uniform(-1.0, 1.0, env.n_rows).astype(np.float32)
-        _, _, terminated, truncated, info = env.step(scores)
-        table.add(k, info["cycle"], env.selection_summary(), info["map"], source="build", episode=episode)
-        done = terminated or truncated
+
+    def record(step: Step) -> None:
+        table.add(k, step.info["cycle"], env.selection_summary(), step.info["map"], source="build", episode=episode)
+
+    run_episode(env, RandomScores(env.n_rows, episode_seed), seed=episode_seed, options={"initial_set": k},
+                callback=record)
+
+
+class RandomScores:
+    """The build episodes' selection: uniform random scores in [-1, 1] for the ``n_rows`` candidates, drawn from
+    ``seed`` (SB3's ``predict``)."""
+
+    def __init__(self, n_rows: int, seed: int) -> None:
+        self.n_rows, self.rng = n_rows, np.random.default_rng(seed)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        return self.rng.uniform(-1.0, 1.0, self.n_rows).astype(np.float32), state
