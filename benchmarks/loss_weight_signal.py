@@ -75,25 +75,31 @@ def run_one(candidate: str, seed: int, threads: int) -> dict[str, Any]:
     import torch
 
     from detgym.envs.loss_weight import DetLossWeightVectorEnv
+    from detgym.rollout import run_vector_episode
 
     torch.set_num_threads(threads)
     preset, overrides = CANDIDATES[candidate]
     start = time.perf_counter()
     env = DetLossWeightVectorEnv(len(SCHEMES), preset, **overrides)
-    env.reset(seed=[seed] * len(SCHEMES))
-    actions = np.asarray(SCHEMES)
-    done = np.zeros(len(SCHEMES), dtype=bool)
-    while not done.all():
-        _, _, terminated, truncated, info = env.step(actions)
-        done = terminated | truncated
-    final = info["final_metrics"]
-    env.close()
+    try:
+        episodes = run_vector_episode(env, _Schemes(), seed=[seed] * len(SCHEMES))
+    finally:
+        env.close()
     return {
         "key": run_key(candidate, seed), "candidate": candidate, "seed": seed,
-        "AP": [float(x) for x in final["AP"]], "AP50": [float(x) for x in final["AP50"]],
-        "diverged": [bool(x) for x in info.get("diverged", np.zeros(len(SCHEMES), dtype=bool))],
+        "AP": [float(ep.final_metrics["AP"]) for ep in episodes],
+        "AP50": [float(ep.final_metrics["AP50"]) for ep in episodes],
+        "diverged": [bool(ep.last_info.get("diverged", False)) for ep in episodes],
         "wall_s": time.perf_counter() - start, "threads": threads,
     }
+
+
+class _Schemes:
+    """Sub-env i always plays scheme ``SCHEMES[i]`` (SB3's ``predict``)."""
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]:
+        return np.asarray(SCHEMES), state
 
 
 # ---------------------------------------------------------------------------------------------- statistics

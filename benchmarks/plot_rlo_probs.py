@@ -73,18 +73,13 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:
     """Run one RLO episode on ``preset`` with logging; returns the env's alpha."""
     import detgym  # noqa: F401
-    from detgym.agents import RLOAgent
+    from detgym.agents import RLOAgent, run_episode
     from detgym.envs.loss_weight import DetLossWeightEnv
 
     env = DetLossWeightEnv(preset, log_dir=os.path.join(log_dir, "env"), **env_kwargs)
     agent = RLOAgent(seed=seed, log_dir=log_dir)
-    obs, _ = env.reset(seed=seed)
-    start, done = True, False
-    while not done:
-        action, _ = agent.predict(obs, episode_start=start)
-        obs, _, term, trunc, info = env.step(action)
-        start, done = False, term or trunc
-    print(f"final val AP {info['final_metrics']['AP']:.4f}, probabilities {np.round(agent.probs, 3).tolist()}")
+    episode = run_episode(env, agent, seed=seed)
+    print(f"final val AP {episode.final_metrics['AP']:.4f}, probabilities {np.round(agent.probs, 3).tolist()}")
     agent.close()
     env.close()
     return env.alpha

@@ -56,14 +56,13 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def run_vector_episode(env: Any, seed: int) -> np.ndarray:
+def uniform_ap50(env: Any, seed: int) -> np.ndarray:
     """One episode of every sub-env of a vector env under the uniform scheme; final val AP50 per sub-env."""
-    env.reset(seed=seed)
-    actions = np.full(env.num_envs, UNIFORM)
-    while True:
-        _, _, terminated, truncated, info = env.step(actions)
-        if (terminated | truncated).all():
-            return np.asarray(info["final_metrics"]["AP50"], dtype=np.float64)
+    from detgym.agents import ConstantAgent
+    from detgym.rollout import run_vector_episode
+
+    episodes = run_vector_episode(env, ConstantAgent(UNIFORM), seed=seed)
+    return np.array([ep.final_metrics["AP50"] for ep in episodes], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- part 1
@@ -94,7 +93,7 @@ def episodes_per_cpu_hour(rounds: int, num_envs: int, baseline: str = BASELINE_P
                             ap50 = np.array([info["final_metrics"]["AP50"]])
                             break
                 else:
-                    ap50 = run_vector_episode(vector, seed + 1000 * (r + 1))
+                    ap50 = uniform_ap50(vector, seed + 1000 * (r + 1))
             row = rows[kind]
             row["episodes"] += ap50.size
             row["learning"] += int((ap50 >= LEARNING_AP50).sum())
