@@ -38,6 +38,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from detgym._hashing import stable_hash as _hash
 from detgym.data.io import atomic_directory, cache_root
 
 from .presets import SPLITS, BoxSelectPreset, detector_fields
@@ -131,11 +132,6 @@ class SplitCandidates:
 
 
 # ------------------------------------------------------------------------------------------------- keys
-def _hash(payload: Mapping[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _generator_version(config: BoxSelectPreset) -> int | None:
     if config.dataset != "digits":
         return None

@@ -18,8 +18,6 @@ preset      recipe                  protocol                                    
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from detgym._hashing import stable_hash
 from detgym._validation import check_choice
 from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
 from detgym.metrics import STAT_NAMES
@@ -207,8 +206,7 @@ class SampleSelectPreset(Substrate):
         """Hash of everything that decides a labeled set's measured mAP: a look-up table is valid only for
         presets with the same key (the reward mode, table path, neighbour count, M and device do not count)."""
         data = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_TABLE_KEY}
-        text = json.dumps({"class": type(self).__name__, **data}, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return stable_hash({"class": type(self).__name__, **data})
 
     def table_file(self) -> Path:
         """Where the look-up table lives: ``table_path``, or the default under the detgym cache."""
