@@ -189,15 +189,14 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
 
     Record fields: ``format``, ``key``, ``env`` (id, kwargs, family, resolved ``config``, ``config_key``, ``key``),
     ``agent`` (name, kwargs, learns, train_budget, eval_episodes, key; ``source`` for an agent that is not one of
-    detgym's own: its import path, or its registered builder's ``module:qualname``), ``seeds`` (run, train, eval), ``episodes``
-    (per evaluation episode: seed, actions as the unwrapped env received them, rewards, return, length,
-    terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the evaluation
-    episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
+    detgym's own: its import path, or its registered builder's ``module:qualname``), ``seeds`` (run, train, eval),
+    ``episodes`` (per evaluation episode: seed, actions as the unwrapped env received them, rewards, return,
+    length, terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the
+    evaluation episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
     ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
-    ``dataset_metrics``), ``train`` (learning agents:
-    timesteps, finished training episodes with return / length / timesteps / actions / final_AP, wall_s),
-    ``wall_s`` and ``cpu_s`` (this process's CPU time during the run), ``torch_threads``, ``versions``, ``host``,
-    ``finished_at``.
+    ``dataset_metrics``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
+    timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
+    ``torch_threads``, ``versions``, ``host``, ``finished_at``.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     log = TensorBoardLogger(spec.tb_dir)
