@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -44,8 +46,10 @@ def test_bad_arguments(tmp_path, capsys):
     rc = main(["data", "digits", "--out", str(tmp_path / "x"), "--image-size", "8"])
     assert rc == 2
     assert "image_size" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["data", "digits", "--out", str(tmp_path / "x"), "--train", "-3"])
+    for option, value, message in (("--train", "-3", "got -3"), ("--seed", "x", "got 'x'")):
+        with pytest.raises(SystemExit):
+            main(["data", "digits", "--out", str(tmp_path / "x"), option, value])
+        assert f"argument {option}: must be an integer >= 0, {message}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "svhn", "--out", str(tmp_path / "x")])
     assert main([]) == 2
@@ -53,3 +57,9 @@ def test_bad_arguments(tmp_path, capsys):
 
 def test_parser_lists_data_verb():
     assert "data" in build_parser().format_help()
+
+
+def test_python_dash_m_detgym_from_any_directory(tmp_path):
+    ran = subprocess.run([sys.executable, "-m", "detgym", "compare", "--help"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0 and "--agents" in ran.stdout and "pkg.module:Factory" in ran.stdout
