@@ -31,6 +31,7 @@ __all__ = [
 VARIANTS: tuple[tuple[str, str, str], ...] = (
     ("DetLossWeight", "detgym.envs.loss_weight.env:DetLossWeightEnv", "loss_weight"),
     ("DetLossWeightContinuous", "detgym.envs.loss_weight.env:DetLossWeightContinuousEnv", "loss_weight"),
+    ("DetLossWeightTabular", "detgym.envs.loss_weight.tabular:DetLossWeightTabularEnv", "loss_weight"),
     ("DetSampleSelect", "detgym.envs.sample_select.env:DetSampleSelectEnv", "sample_select"),
     ("DetSampleSelectSeq", "detgym.envs.sample_select.env:DetSampleSelectSeqEnv", "sample_select"),
     ("DetBoxSelect", "detgym.envs.box_select.env:DetBoxSelectEnv", "box_select"),
@@ -53,6 +54,8 @@ PRESET_IDS: dict[str, dict[int, tuple[tuple[str, str], ...]]] = {
             ("-Test", "test"),
         ),
     },
+    # the tabular twin has trees of the CPU default and of the test preset only
+    "DetLossWeightTabular": {0: (("", "default"), ("-Test", "test"))},
     "box_select": {
         0: (
             ("", "default"),

@@ -336,6 +336,39 @@ class DetLossWeightEnv(DetectorEnv):
             self.trainer.close()
         super().close()
 
+    # ------------------------------------------------------------------ forking
+    _EPISODE_ARRAYS = ("_sums", "_sums_prev", "_var", "_var_prev", "_rates", "_weights")
+    _EPISODE_NUMBERS = {"_t": int, "_steps": int, "_last_map": float, "_episode": int, "_global_iteration": int}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The running episode's whole state: the trainer's (detector, optimizer, schedule, data order, random
+        state) and the env's interval statistics. :meth:`load_state_dict` continues from it exactly as the episode
+        would have gone on (CompilerGym's ``fork``); what :mod:`detgym.envs.loss_weight.tree` builds trees with.
+        Plain data (tensors and numbers), so :func:`detgym.train.checkpoint.atomic_torch_save` can write it."""
+        self._check_running()
+        import torch
+
+        return {
+            "trainer": self.trainer.state_dict(),
+            **{name: torch.from_numpy(np.asarray(getattr(self, name), dtype=np.float64)).clone()
+               for name in self._EPISODE_ARRAYS},
+            **{name: getattr(self, name) for name in self._EPISODE_NUMBERS},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> np.ndarray:
+        """Continue the episode saved by :meth:`state_dict` (of an env with the same configuration); returns the
+        observation at that point."""
+        if self.trainer is None:
+            self.trainer = self.substrate.build_trainer(0, 0, iterations=self.total_iterations)
+        self.trainer.load_state_dict(state["trainer"])
+        for name in self._EPISODE_ARRAYS:
+            setattr(self, name, state[name].numpy().astype(np.float64))
+        for name, kind in self._EPISODE_NUMBERS.items():
+            setattr(self, name, kind(state[name]))
+        self._done = False
+        self._obs = self._observation()
+        return self._obs.copy()
+
     # ------------------------------------------------------------------ actions
     def _make_action_space(self) -> spaces.Space:
         return spaces.Discrete(N_ACTIONS)
