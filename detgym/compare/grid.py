@@ -36,6 +36,7 @@ __all__ = [
     "check_agents",
     "check_same_configuration",
     "derive_seeds",
+    "env_config",
     "resolve_env",
 ]
 
@@ -105,7 +106,7 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[A
     env = gym.make(env_id, **kwargs, **progress)
     try:
         base = env.unwrapped
-        config = getattr(base, "config", None)
+        config = env_config(env)
         fields = set(config.to_dict()) if config is not None else set()
         extras = {k: v for k, v in kwargs.items() if k not in fields and k != "preset"}
         if config is not None:
@@ -121,6 +122,15 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[A
         )
     finally:
         env.close()
+
+
+def env_config(env: gym.Env) -> Any:
+    """The env's resolved configuration (``env.unwrapped.config``) when it can say its key (``to_dict`` and
+    ``config_key``, as every :class:`~detgym.envs.substrate.Substrate` preset); else None: the env is then keyed
+    by its constructor arguments."""
+    config = getattr(env.unwrapped, "config", None)
+    return config if callable(getattr(config, "config_key", None)) and callable(getattr(config, "to_dict", None)) \
+        else None
 
 
 def _compare_defaults(env: gym.Env) -> Any:

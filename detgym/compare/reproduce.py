@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
+from detgym.compare.grid import env_config
 from detgym.compare.worker import dataset_metrics
 from detgym.rollout import Step, run_episode
 
@@ -103,7 +104,7 @@ def replay_record(record: Mapping[str, Any]) -> ReplayResult:
     torch.set_num_threads(int(record.get("torch_threads") or before))
     env = gym.make(env_rec["id"], **env_rec["kwargs"])
     try:
-        config = getattr(env.unwrapped, "config", None)
+        config = env_config(env)
         if config is not None and config.config_key() != env_rec["config_key"]:
             return ReplayResult(key, False, f"{env_rec['id']} with the recorded arguments now resolves to config key "
                                 f"{config.config_key()}, recorded {env_rec['config_key']}: presets or defaults changed")

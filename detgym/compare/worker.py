@@ -23,7 +23,7 @@ import torch
 
 from detgym._hashing import jsonable
 from detgym.agents.registry import AgentSpec, find_agent
-from detgym.compare.grid import RunSpec
+from detgym.compare.grid import RunSpec, env_config
 from detgym.rollout import Episode, run_episode
 from detgym.tensorboard import TensorBoardLogger
 
@@ -108,12 +108,21 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _train_overrides(spec: RunSpec) -> dict[str, Any]:
+    """The family's constructor arguments of the training env (e.g. the box-selection envs' train split)."""
+    defaults = spec.env.defaults
+    return dict(defaults.train_env_kwargs) if defaults is not None else {}
+
+
 def _make_env(spec: RunSpec, role: str) -> gym.Env:
-    kwargs = dict(spec.env.kwargs)
+    overrides = _train_overrides(spec) if role == "train" else {}
+    kwargs = {**spec.env.kwargs, **overrides}
     if spec.tb_dir is not None and spec.env.takes_log_dir:
         kwargs["log_dir"] = os.path.join(spec.tb_dir, f"{role}_env")
     env = gym.make(spec.env.id, **kwargs)
-    config = getattr(env.unwrapped, "config", None)
+    config = env_config(env)
+    if config is not None and overrides and spec.env.config is not None:
+        config = config.merged(**{k: spec.env.config[k] for k in overrides if k in spec.env.config})
     if config is not None and config.config_key() != spec.env.config_key:
         env.close()
         raise RuntimeError(f"{spec.env.id} resolved to another configuration in the worker than in the parent")
@@ -142,7 +151,8 @@ def _train(spec: RunSpec, log: TensorBoardLogger) -> tuple[Any, dict[str, Any]]:
         env.close()
     for ep in env.episodes:
         log.scalar("train/episode_return", ep["return"], ep["timesteps"])
-    return agent, {"timesteps": env.timesteps, "episodes": env.episodes, "wall_s": time.perf_counter() - start}
+    return agent, {"timesteps": env.timesteps, "episodes": env.episodes, "wall_s": time.perf_counter() - start,
+                   "env_kwargs": _train_overrides(spec)}
 
 
 def _episode_record(ep: Episode, probs: list[list[float]]) -> dict[str, Any]:
@@ -195,7 +205,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     evaluation episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
     ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
     ``dataset_metrics``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
-    timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
+    timesteps / actions / final_AP, wall_s, ``env_kwargs``: the training env's over the evaluated env's),
+    ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
     ``torch_threads``, ``versions``, ``host``, ``finished_at``.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
