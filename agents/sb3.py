@@ -1,7 +1,7 @@
 """Stable-Baselines3 / sb3-contrib algorithms on the detgym envs, as agents ready to ``learn``.
 
-:func:`wrap_env` adds what SB3 needs and nothing else: the DetLossWeight observation scaling
-(:class:`~detgym.envs.loss_weight.wrappers.LogScaleObservation`) on DetLossWeight envs only, and a ``[-1, 1]``
+:func:`wrap_env` adds what SB3 needs and nothing else: the wrappers the env class declares in ``sb3_wrappers``
+(e.g. the DetLossWeight envs' :class:`~detgym.envs.loss_weight.wrappers.LogScaleObservation`), and a ``[-1, 1]``
 rescaling of a Box action whose bounds are not already that. :func:`make_sb3` builds an algorithm with
 defaults sized for short episodes on the CPU; :class:`SB3Agent` holds one with the detgym agent interface
 (``learn`` + ``predict`` + ``wrap_env``), which is what :func:`detgym.agents.make_agent` returns for ``"ppo"``,
@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from detgym.agents.base import Agent, env_family
+from detgym.agents.base import Agent
 
 __all__ = [
     "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "make_env", "make_sb3", "make_vec", "wrap_env",
@@ -93,12 +93,12 @@ def _has_action_masks(env: gym.Env) -> bool:
         return False
 
 
-def wrap_env(env: gym.Env, *, scale_obs: bool = True, rescale_action: bool = True) -> gym.Env:
-    """``env`` with the wrappers SB3 needs (see the module docstring)."""
-    if scale_obs and env_family(env) == "loss_weight":
-        from detgym.envs.loss_weight.wrappers import LogScaleObservation
-
-        env = LogScaleObservation(env)
+def wrap_env(env: gym.Env, *, env_wrappers: bool = True, rescale_action: bool = True) -> gym.Env:
+    """``env`` with the wrappers SB3 needs (see the module docstring): the env class's ``sb3_wrappers``
+    (``env_wrappers``), then the action rescaling (``rescale_action``)."""
+    if env_wrappers:
+        for wrapper in getattr(env.unwrapped, "sb3_wrappers", ()):
+            env = wrapper(env)
     box = env.action_space
     if rescale_action and isinstance(box, spaces.Box) and not (np.all(box.low == -1) and np.all(box.high == 1)):
         # float32 bounds: float64 ones make gymnasium warn about precision on every env built
@@ -106,12 +106,12 @@ def wrap_env(env: gym.Env, *, scale_obs: bool = True, rescale_action: bool = Tru
     return env
 
 
-def make_env(env_id: str = "DetLossWeight-v0", *, scale_obs: bool = True, rescale_action: bool = True,
+def make_env(env_id: str = "DetLossWeight-v0", *, env_wrappers: bool = True, rescale_action: bool = True,
              **env_kwargs: Any) -> gym.Env:
     """``gymnasium.make(env_id, **env_kwargs)`` with :func:`wrap_env`'s wrappers (``"detgym:"`` prefix optional)."""
     import detgym  # noqa: F401  registers the ids
 
-    return wrap_env(gym.make(env_id, **env_kwargs), scale_obs=scale_obs, rescale_action=rescale_action)
+    return wrap_env(gym.make(env_id, **env_kwargs), env_wrappers=env_wrappers, rescale_action=rescale_action)
 
 
 def make_vec(env_id: str = "DetLossWeight-v0", n_envs: int = 1, seed: int = 0, *, vec_normalize: bool = False,

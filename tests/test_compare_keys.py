@@ -26,7 +26,7 @@ CONFIG_KEYS = {
 }
 
 
-@pytest.mark.parametrize("family, name", list(CONFIG_KEYS), ids="/".join)
+@pytest.mark.parametrize("family, name", list(CONFIG_KEYS), ids=["/".join(k) for k in CONFIG_KEYS])
 def test_preset_config_keys_are_those_published(family, name):
     assert TABLES[family][name].config_key() == CONFIG_KEYS[family, name]
 

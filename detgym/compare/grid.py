@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from detgym._hashing import stable_hash
+from detgym.envs.base import CompareDefaults
 
 if TYPE_CHECKING:
     from detgym.agents.registry import AgentSpec
@@ -36,6 +37,7 @@ __all__ = [
     "check_agents",
     "check_same_configuration",
     "derive_seeds",
+    "env_class",
     "env_config",
     "resolve_env",
 ]
@@ -60,7 +62,8 @@ class ResolvedEnv:
     """One env of the comparison, checked by building it once in the parent."""
 
     id: str
-    #: The constructor arguments given for it (``--env-kwargs``).
+    #: Its constructor arguments: ``--env-kwargs`` over the env class's ``compare_defaults.eval_env_kwargs`` (or,
+    #: for the env learners train in, ``compare_defaults.train_env_kwargs`` over ``--env-kwargs``).
     kwargs: Mapping[str, Any]
     family: str | None
     #: ``env.unwrapped.config.to_dict()`` (``None`` for an env without a preset).
@@ -71,20 +74,52 @@ class ResolvedEnv:
     key: str
     #: Agent names (:data:`detgym.agents.registry.AGENTS`) that fit it.
     agents: tuple[str, ...]
-    #: Whether its constructor takes ``log_dir`` (TensorBoard).
+    #: Whether its constructor takes ``log_dir`` (TensorBoard) and ``num_threads`` (set to the run's thread count).
     takes_log_dir: bool
-    #: What a comparison of it runs when the options do not say (baseline, agents, training budget, episodes).
-    defaults: Any = None
+    takes_num_threads: bool = False
+    #: The env class's ``compare_defaults``: what a comparison of it runs when the options do not say.
+    defaults: CompareDefaults = field(default_factory=CompareDefaults)
+    #: The env learning agents train in, when the env class trains them on another configuration (another split).
+    train: ResolvedEnv | None = None
 
     def record(self) -> dict[str, Any]:
         """The env part of a run record."""
-        return {"id": self.id, "kwargs": dict(self.kwargs), "family": self.family, "config": self.config,
-                "config_key": self.config_key, "key": self.key}
+        record = {"id": self.id, "kwargs": dict(self.kwargs), "family": self.family, "config": self.config,
+                  "config_key": self.config_key, "key": self.key}
+        if self.train is not None:
+            record["train"] = {"kwargs": dict(self.train.kwargs), "config_key": self.train.config_key,
+                               "key": self.train.key}
+        return record
+
+    def make_kwargs(self, threads: int, log_dir: str | None = None) -> dict[str, Any]:
+        """The constructor arguments of a run's env: ``kwargs``, the run's thread count and log directory (neither
+        is part of the env's key: the thread count is in the agent's)."""
+        kwargs = dict(self.kwargs)
+        if self.takes_num_threads:
+            kwargs.setdefault("num_threads", threads)
+        if log_dir is not None and self.takes_log_dir:
+            kwargs["log_dir"] = log_dir
+        return kwargs
 
 
-def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[AgentSpec] = ()) -> ResolvedEnv:
-    """Build ``env_id`` with ``kwargs`` once: its configuration, key and fitting agents (the registered ones, and
-    those of ``extra_agents`` that fit: agents given by import path).
+def env_class(env_id: str) -> tuple[Any, Mapping[str, inspect.Parameter]]:
+    """The registered constructor of ``env_id`` (an env class) and its parameters, without building the env."""
+    entry = gym.spec(env_id).entry_point
+    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
+    return creator, inspect.signature(creator).parameters
+
+
+def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[AgentSpec] = (), *,
+                train: bool = False) -> ResolvedEnv:
+    """Build ``env_id`` once: its configuration, key and fitting agents (the registered ones, and those of
+    ``extra_agents`` that fit: agents given by import path).
+
+    Args:
+        env_id: a detgym env id.
+        kwargs: ``--env-kwargs`` for it.
+        extra_agents: agents outside the registry to check.
+        train: resolve the env learning agents train in (``compare_defaults.train_env_kwargs`` over ``kwargs``)
+            instead of the evaluated one (``kwargs`` over ``compare_defaults.eval_env_kwargs``).
 
     Raises:
         ValueError: an unknown id (listing detgym's ids), ``log_dir`` among the kwargs (the harness sets it), or
@@ -98,14 +133,13 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[A
         raise ValueError(f"unknown env {env_id!r}; accepted: {', '.join(ENV_IDS)}")
     if "log_dir" in kwargs:
         raise ValueError("--env-kwargs must not set log_dir: each run logs to OUT/tb/<run key>")
-    entry = gym.spec(env_id).entry_point
-    creator = gym.envs.registration.load_env_creator(entry) if isinstance(entry, str) else entry
-    parameters = inspect.signature(creator).parameters
+    creator, parameters = env_class(env_id)
+    defaults = getattr(creator, "compare_defaults", None) or CompareDefaults()
+    kwargs = {**kwargs, **defaults.train_env_kwargs} if train else {**defaults.eval_env_kwargs, **kwargs}
     # a cache built here (a detector trained for the first time) shows its progress; not part of the env's key
     progress = {"progress": True} if "progress" in parameters and "progress" not in kwargs else {}
     env = gym.make(env_id, **kwargs, **progress)
     try:
-        base = env.unwrapped
         config = env_config(env)
         fields = set(config.to_dict()) if config is not None else set()
         extras = {k: v for k, v in kwargs.items() if k not in fields and k != "preset"}
@@ -115,10 +149,10 @@ def resolve_env(env_id: str, kwargs: Mapping[str, Any], extra_agents: Sequence[A
             config_dict, config_key = None, stable_hash({"id": env_id, "kwargs": dict(kwargs)})
         key = config_key if not extras else stable_hash({"config_key": config_key, "extras": extras})
         return ResolvedEnv(
-            id=env_id, kwargs=dict(kwargs), family=getattr(base, "family", None), config=config_dict,
+            id=env_id, kwargs=kwargs, family=getattr(env.unwrapped, "family", None), config=config_dict,
             config_key=config_key, key=key,
             agents=(*agent_names(env), *(a.name for a in extra_agents if a.fits(env))),
-            takes_log_dir="log_dir" in parameters, defaults=_compare_defaults(base),
+            takes_log_dir="log_dir" in parameters, takes_num_threads="num_threads" in parameters, defaults=defaults,
         )
     finally:
         env.close()
@@ -131,12 +165,6 @@ def env_config(env: gym.Env) -> Any:
     config = getattr(env.unwrapped, "config", None)
     return config if callable(getattr(config, "config_key", None)) and callable(getattr(config, "to_dict", None)) \
         else None
-
-
-def _compare_defaults(env: gym.Env) -> Any:
-    from detgym.compare.families import family_defaults
-
-    return family_defaults(getattr(env, "family", None))
 
 
 @dataclass(frozen=True)
@@ -179,13 +207,14 @@ def check_agents(env: ResolvedEnv, agents: Sequence[str]) -> None:
 
 
 def _agent_key(agent: str, kwargs: Mapping[str, Any], budget: int | None, eval_episodes: int, threads: int,
-               source: str | None = None) -> str:
+               source: str | None = None, train_env: str | None = None) -> str:
     # a non-learning agent's runs do not depend on the training budget: its budget is None in the key; CPU results
-    # depend on the torch thread count, so it is in the key too; detgym's own agents have no source (their keys
-    # stay those of the results already published)
+    # depend on the torch thread count, so it is in the key too; a user's agent adds its source, a learner trained
+    # in another env than the evaluated one that env's key (absent otherwise: the published keys stay valid)
     data = {"protocol": PROTOCOL, "agent": agent, "kwargs": dict(kwargs), "eval_episodes": eval_episodes,
             "train_budget": budget, "threads": threads}
-    return stable_hash(data if source is None else {**data, "source": source}, 8)
+    extra = {"source": source, "train_env": train_env}
+    return stable_hash({**data, **{k: v for k, v in extra.items() if v is not None}}, 8)
 
 
 def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[AgentSpec]], seeds: Sequence[int], *,
@@ -216,7 +245,8 @@ def build_grid(envs: Sequence[ResolvedEnv], agents: Mapping[str, Sequence[AgentS
             for agent in sorted(agents[env.id], key=lambda a: not a.learns):
                 budget = train_budget[env.id] if agent.learns else None
                 kwargs = dict((agent_kwargs or {}).get(agent.name, {}))
-                key = _agent_key(agent.name, kwargs, budget, len(eval_seeds), threads, agent.source)
+                train_env = env.train.key if agent.learns and env.train is not None else None
+                key = _agent_key(agent.name, kwargs, budget, len(eval_seeds), threads, agent.source, train_env)
                 spec = RunSpec(env=env, agent=agent.name, agent_kwargs=kwargs, learns=agent.learns,
                                train_budget=budget, seed=int(seed), train_seed=train_seed, eval_seeds=eval_seeds,
                                agent_key=key, threads=threads, agent_source=agent.source)

@@ -1,15 +1,17 @@
 """From a comparison's options to its runs, in one step: :func:`make_plan`.
 
-Per env: its constructor arguments (``env_kwargs``: for every env, or per env id), the agents compared (the
-option, else the env class's ``compare_defaults``), the baseline, the learning agents' training budget and the
-evaluated episodes per run; then every run of the grid (:func:`detgym.compare.grid.build_grid`). Every check of the
-options happens here, before any run starts, with one-line errors naming the option.
+Per env: its constructor arguments (``env_kwargs``: for every env, or per env id), the agents compared, the
+baseline, the learning agents' training budget and the evaluated episodes per run (each: the option, else the env
+class's ``compare_defaults``, :class:`detgym.envs.base.CompareDefaults`), the env learners train in when the class
+trains them elsewhere than it evaluates (another split); then every run of the grid
+(:func:`detgym.compare.grid.build_grid`). Every check of the options happens here, before any run starts, with
+one-line errors naming the option.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from detgym.compare.grid import ResolvedEnv, RunSpec, build_grid, check_agents, resolve_env
@@ -115,6 +117,14 @@ def _env_plan(env: ResolvedEnv, agents: Sequence[str] | None, baseline: str | No
                    eval_episodes=eval_episodes or defaults.eval_episodes)
 
 
+def _with_train_env(plan: EnvPlan, kwargs: Mapping[str, Any], specs: Mapping[str, AgentSpec]) -> EnvPlan:
+    """The plan with the env its learning agents train in, when its class trains them on another configuration
+    (``compare_defaults.train_env_kwargs``, e.g. the train split while every agent is evaluated on val)."""
+    if not plan.env.defaults.train_env_kwargs or not any(specs[a].learns for a in plan.agents):
+        return plan
+    return replace(plan, env=replace(plan.env, train=resolve_env(plan.env.id, kwargs, train=True)))
+
+
 def make_plan(envs: Sequence[str], agents: Sequence[str] | None, seeds: Sequence[int], *,
               train_budget: int | None = None, eval_episodes: int | None = None,
               env_kwargs: Mapping[str, Any] | None = None, agent_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -142,11 +152,14 @@ def make_plan(envs: Sequence[str], agents: Sequence[str] | None, seeds: Sequence
     env_kwargs, agent_kwargs = dict(env_kwargs or {}), dict(agent_kwargs or {})
     specs = resolve_agents(agents) if agents is not None else {}
     extra = [s for s in specs.values() if s.source == s.name]  # import paths: the registry does not list them
-    resolved = [resolve_env(e, env_kwargs_for(e, env_kwargs, envs), extra) for e in envs]
+    given = {e: env_kwargs_for(e, env_kwargs, envs) for e in envs}
+    resolved = [resolve_env(e, given[e], extra) for e in envs]
     plans = tuple(_env_plan(env, list(specs) if agents is not None else None, baseline, train_budget, eval_episodes)
                   for env in resolved)
     if agents is None:
         specs = resolve_agents(list(dict.fromkeys(a for p in plans for a in p.agents)))
+    plans = tuple(_with_train_env(p, given[p.env.id], specs) for p in plans)
+    resolved = [p.env for p in plans]
     unknown = set(agent_kwargs) - {a for p in plans for a in p.agents}
     if unknown:
         raise ValueError(f"--agent-kwargs names agents not compared: {', '.join(sorted(unknown))}")

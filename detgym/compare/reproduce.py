@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import gymnasium as gym
 import numpy as np
 
-from detgym.compare.grid import env_config
+from detgym.compare.grid import env_class, env_config
 from detgym.compare.worker import dataset_metrics
 from detgym.rollout import Step, run_episode
 
@@ -101,8 +101,12 @@ def replay_record(record: Mapping[str, Any]) -> ReplayResult:
     except ValueError as err:
         return ReplayResult(key, False, str(err))
     before = torch.get_num_threads()
-    torch.set_num_threads(int(record.get("torch_threads") or before))
-    env = gym.make(env_rec["id"], **env_rec["kwargs"])
+    threads = int(record.get("torch_threads") or before)
+    torch.set_num_threads(threads)
+    kwargs = dict(env_rec["kwargs"])
+    if "num_threads" in env_class(env_rec["id"])[1]:  # the env runs at the run's thread count, as it did
+        kwargs.setdefault("num_threads", threads)
+    env = gym.make(env_rec["id"], **kwargs)
     try:
         config = env_config(env)
         if config is not None and config.config_key() != env_rec["config_key"]:

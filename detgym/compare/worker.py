@@ -108,24 +108,16 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _train_overrides(spec: RunSpec) -> dict[str, Any]:
-    """The family's constructor arguments of the training env (e.g. the box-selection envs' train split)."""
-    defaults = spec.env.defaults
-    return dict(defaults.train_env_kwargs) if defaults is not None else {}
-
-
 def _make_env(spec: RunSpec, role: str) -> gym.Env:
-    overrides = _train_overrides(spec) if role == "train" else {}
-    kwargs = {**spec.env.kwargs, **overrides}
-    if spec.tb_dir is not None and spec.env.takes_log_dir:
-        kwargs["log_dir"] = os.path.join(spec.tb_dir, f"{role}_env")
-    env = gym.make(spec.env.id, **kwargs)
+    """A fresh env of the run: the one learners train in (``role="train"``: the env class's training configuration,
+    when it has one) or the evaluated one, checked against the configuration resolved in the parent."""
+    resolved = spec.env.train if role == "train" and spec.env.train is not None else spec.env
+    log_dir = os.path.join(spec.tb_dir, f"{role}_env") if spec.tb_dir is not None else None
+    env = gym.make(resolved.id, **resolved.make_kwargs(spec.threads, log_dir))
     config = env_config(env)
-    if config is not None and overrides and spec.env.config is not None:
-        config = config.merged(**{k: spec.env.config[k] for k in overrides if k in spec.env.config})
-    if config is not None and config.config_key() != spec.env.config_key:
+    if config is not None and config.config_key() != resolved.config_key:
         env.close()
-        raise RuntimeError(f"{spec.env.id} resolved to another configuration in the worker than in the parent")
+        raise RuntimeError(f"{resolved.id} resolved to another configuration in the worker than in the parent")
     return env
 
 
@@ -151,8 +143,7 @@ def _train(spec: RunSpec, log: TensorBoardLogger) -> tuple[Any, dict[str, Any]]:
         env.close()
     for ep in env.episodes:
         log.scalar("train/episode_return", ep["return"], ep["timesteps"])
-    return agent, {"timesteps": env.timesteps, "episodes": env.episodes, "wall_s": time.perf_counter() - start,
-                   "env_kwargs": _train_overrides(spec)}
+    return agent, {"timesteps": env.timesteps, "episodes": env.episodes, "wall_s": time.perf_counter() - start}
 
 
 def _episode_record(ep: Episode, probs: list[list[float]]) -> dict[str, Any]:
@@ -205,9 +196,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     evaluation episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
     ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
     ``dataset_metrics``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
-    timesteps / actions / final_AP, wall_s, ``env_kwargs``: the training env's over the evaluated env's),
-    ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
-    ``torch_threads``, ``versions``, ``host``, ``finished_at``.
+    timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
+    ``torch_threads``, ``versions``, ``host``, ``finished_at``. ``env.train`` (kwargs, config_key, key) names the
+    env learners trained in when it is not the evaluated one.
     """
     start, cpu_start = time.perf_counter(), time.process_time()
     log = TensorBoardLogger(spec.tb_dir)
