@@ -271,6 +271,24 @@ def test_a_registered_agent_workers_cannot_import_is_refused_before_any_run(cach
     assert not (tmp_path / "never").exists()
 
 
+def test_defaults_and_the_training_env_come_from_the_env_class(cache, tmp_path, monkeypatch):
+    from detgym.envs.base import CompareDefaults
+    from detgym.envs.loss_weight import DetLossWeightEnv
+
+    monkeypatch.setattr(DetLossWeightEnv, "compare_defaults", CompareDefaults(
+        "uniform", ("uniform", "ppo"), train_budget=12, train_env_kwargs={"iterations": 12},
+        eval_env_kwargs={"iterations": 8}))
+    result = detgym.compare.run(ENV, None, 1, out=tmp_path / "cmp", agent_kwargs=json.loads(PPO_KWARGS),
+                                resamples=200, progress=False)
+    assert result.ok and result.plan.baselines == {ENV: "uniform"}
+    by = {r["agent"]["name"]: r for r in result.records}
+    assert by["ppo"]["env"]["kwargs"] == {"iterations": 8} and by["ppo"]["env"]["train"]["kwargs"] == {"iterations": 12}
+    assert by["ppo"]["agent"]["train_budget"] == 12 and len(by["ppo"]["episodes"][0]["actions"]) == 3
+    assert {e["length"] for e in by["ppo"]["train"]["episodes"]} == {5}  # trained in the 12-iteration env
+    assert by["uniform"]["agent"]["key"] == "2f713057"  # a non-learner's key does not depend on the training env
+    assert detgym.compare.replay(tmp_path / "cmp" / "runs.jsonl").reproduced
+
+
 def _readme_agent() -> str:
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     return readme.split("```python\n# my_selectors.py\n", 1)[1].split("```", 1)[0]
