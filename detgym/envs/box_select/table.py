@@ -2,7 +2,8 @@
 
 An :class:`ImageTable` is built once when an env is made (tens of milliseconds for a few thousand images) and is
 read-only afterwards; a step only indexes it and calls the AP kernel. Tables are shared between the envs of one
-process that read the same cache entry (a vector env's copies, an SB3 learner and its evaluation env).
+process that read the same cache entry (a vector env's copies, an SB3 learner and its evaluation env), and so are
+the reference pools of the ``pool_ap`` reward built on them (:meth:`ImageTable.pool_ap`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from detgym.metrics import image_ap
+from detgym.metrics.pool_ap import PoolAP
 from detgym.metrics.prepared_ap import PreparedAP
 
 from .candidates import CacheError, SplitCandidates
@@ -57,6 +59,7 @@ class ImageTable:
     gt_classes: np.ndarray | None = None  # bool [n, num_classes + 1]: a non-crowd GT of that label in the image
     _coco: Any = field(default=None, repr=False)
     _coco_results: dict[int, list[dict]] = field(default_factory=dict, repr=False)
+    _pools: dict[tuple[int, int], PoolAP] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, split: SplitCandidates, n_max: int, num_classes: int, nms_iou: float,
@@ -120,6 +123,23 @@ class ImageTable:
         seen[rows, labels[rows, slots]] = True
         cv = gt.sum(axis=1)
         return np.where(cv > 0, ap * cv / np.maximum(cv + seen.sum(axis=1), 1), ap)
+
+    def pool_images(self, pool_size: int, pool_seed: int) -> np.ndarray:
+        """The reference pool's images: ``pool_size`` distinct image indices drawn with ``pool_seed``, sorted."""
+        rng = np.random.default_rng(int(pool_seed))
+        return np.sort(rng.choice(len(self), int(pool_size), replace=False))
+
+    def pool_ap(self, pool_size: int, pool_seed: int) -> PoolAP:
+        """The :class:`~detgym.metrics.pool_ap.PoolAP` of the pool :meth:`pool_images` with every image's greedy NMS
+        result as its reference (built once per table and pool; ``pool_size`` at most the split's images)."""
+        key = (int(pool_size), int(pool_seed))
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = PoolAP(self.boxes, self.scores, self.labels, self.counts, self.gt_boxes, self.gt_labels,
+                          self.gt_crowd, self.gt_offsets, self.image_ids, self.num_classes,
+                          self.pool_images(*key), self.nms_keep)
+            self._pools[key] = pool
+        return pool
 
     def ground_truth(self, i: int) -> dict[str, np.ndarray]:
         """Image ``i``'s ground truth: ``boxes`` float64 ``[G, 4]`` xyxy pixels, ``labels``, ``crowd``."""
