@@ -205,7 +205,7 @@ class LoadedSubstrate:
         for name, dataset in (splits or {}).items():
             if dataset is not None:
                 self._splits[name] = _cut(config, name, dataset)
-        self._levels: tuple[str, ...] | None = None
+        self._probe: Any = None
 
     # ------------------------------------------------------------------- data
     def split(self, name: str) -> Any:
@@ -259,13 +259,18 @@ class LoadedSubstrate:
         return Trainer(model, train_set, self.val_set, config, log_dir=log_dir)
 
     @property
+    def probe(self) -> Any:
+        """A throw-away detector of the recipe, built once: what envs read the architecture from (pyramid levels,
+        embedding size) without training anything."""
+        if self._probe is None:
+            self._probe = self.build_model(0)
+        return self._probe
+
+    @property
     def level_names(self) -> tuple[str, ...]:
-        """The detector's pyramid level names (from a throw-away detector built once)."""
-        if self._levels is None:
-            probe = self.build_model(0)
-            n = int(probe.num_levels)
-            self._levels = tuple(getattr(probe, "level_names", None) or (f"L{i}" for i in range(n)))
-        return self._levels
+        """The detector's pyramid level names."""
+        n = int(self.probe.num_levels)
+        return tuple(getattr(self.probe, "level_names", None) or (f"L{i}" for i in range(n)))
 
     @property
     def num_levels(self) -> int:

@@ -23,23 +23,17 @@ twice.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import hashlib
-import io
-import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from detgym._hashing import stable_hash as _hash
-from detgym.data.io import atomic_directory, cache_root
+from detgym.data.io import cache_root
+from detgym.envs.cache import CacheError, load_entry, load_state_arrays, state_arrays, write_arrays, write_manifest
 
 from .presets import SPLITS, BoxSelectPreset, detector_fields
 
@@ -63,10 +57,6 @@ _SPLIT_ARRAYS = {
     "gt_offsets": (np.int64, 1), "gt_boxes": (np.float32, 2), "gt_labels": (np.int64, 1), "gt_crowd": (np.bool_, 1),
     "features": (np.float32, 3),
 }
-
-
-class CacheError(ValueError):
-    """A cache entry that is missing, stale or corrupt (the loader rebuilds it)."""
 
 
 @dataclass(frozen=True)
@@ -158,96 +148,13 @@ def cache_paths(config: BoxSelectPreset, cache_dir: str | os.PathLike | None = N
     return root / f"detector-{detector_key(config)}", root / f"candidates-{candidates_key(config)}"
 
 
-# ------------------------------------------------------------------------------------ reading and writing
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> str:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    data = buffer.getvalue()
-    path.write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def _read_entry(directory: Path, kind: str, key: str) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    """Manifest and every listed ``.npz`` of a cache directory, all checked; :class:`CacheError` otherwise."""
-    try:
-        manifest = json.loads((directory / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise CacheError(f"{directory} has no manifest.json") from None
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{directory}/manifest.json is unreadable: {exc}") from None
-    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSIONS[kind]
-            or manifest.get("kind") != kind or manifest.get("key") != key
-            or not isinstance(manifest.get("files"), dict)):
-        raise CacheError(f"{directory}/manifest.json does not describe this {kind} (stale or foreign)")
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    for name, digest in manifest["files"].items():
-        path = directory / name
-        try:
-            if _sha256(path) != digest:
-                raise CacheError(f"{path} does not match its checksum")
-            with np.load(path, allow_pickle=False) as npz:
-                arrays[name] = {k: npz[k] for k in npz.files}
-        except CacheError:
-            raise
-        except (OSError, ValueError, EOFError) as exc:
-            raise CacheError(f"{path} is unreadable: {exc}") from None
-    return manifest, arrays
-
-
-def _discard(directory: Path) -> None:
-    """Move a bad cache entry out of the way (atomically) and delete it; a concurrent remover may win."""
-    aside = directory.with_name(f".tmp-detgym-broken-{directory.name}-{os.getpid()}-{time.time_ns()}")
-    try:
-        os.rename(directory, aside)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock named after ``directory`` while building it (other builders wait)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.with_name(f".{directory.name}.lock"), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _load_or_build(directory: Path, kind: str, key: str, build: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The checked entry at ``directory``; built (under the lock) when missing, rebuilt when stale or corrupt."""
-    try:
-        return _read_entry(directory, kind, key)
-    except CacheError:
-        pass
-    with _build_lock(directory):
-        try:  # another process may have built it while this one waited
-            return _read_entry(directory, kind, key)
-        except CacheError:
-            if directory.exists():
-                _discard(directory)
-        atomic_directory(directory, build)
-        return _read_entry(directory, kind, key)
+    return load_entry(directory, kind, key, FORMAT_VERSIONS[kind], build)
 
 
-def _manifest(kind: str, key: str, config: BoxSelectPreset, files: dict[str, str], **extra: Any) -> dict[str, Any]:
-    import detgym
-
-    return {"format": FORMAT_VERSIONS[kind], "kind": kind, "key": key, "detgym": detgym.__version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "fields": detector_fields(config), **extra,
-            "files": files}
+def _manifest(directory: Path, kind: str, key: str, config: BoxSelectPreset, files: dict[str, str],
+              **extra: Any) -> None:
+    write_manifest(directory, kind, key, FORMAT_VERSIONS[kind], files, fields=detector_fields(config), **extra)
 
 
 # ------------------------------------------------------------------------------------------ the detector
@@ -264,7 +171,6 @@ def load_detector(config: BoxSelectPreset, substrate: Any, *, cache_dir: str | o
         cache_dir: cache root (default ``$DETGYM_CACHE`` or ``~/.cache/detgym``).
         progress: show the training progress bar.
     """
-    import torch
 
     directory, _ = cache_paths(config, cache_dir)
     key = detector_key(config)
@@ -273,19 +179,12 @@ def load_detector(config: BoxSelectPreset, substrate: Any, *, cache_dir: str | o
     def build(tmp: Path) -> None:
         trainer = substrate.build_trainer(seed, seed, iterations=config.detector_iterations)
         trainer.fit(progress=progress)
-        state = {k: v.detach().cpu().numpy() for k, v in trainer.model.state_dict().items()}
-        files = {"detector.npz": _write_npz(tmp / "detector.npz", state)}
-        (tmp / "manifest.json").write_text(json.dumps(_manifest("detector", key, config, files,
-                                                                 iterations=trainer.iteration), indent=1))
+        files = {"detector.npz": write_arrays(tmp / "detector.npz", state_arrays(trainer.model))}
+        _manifest(tmp, "detector", key, config, files, iterations=trainer.iteration)
         trainer.close()
 
     _, arrays = _load_or_build(directory, "detector", key, build)
-    model = substrate.build_model(seed)
-    try:
-        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays["detector.npz"].items()})
-    except RuntimeError as exc:  # a state dict of another architecture under this key: treat as corrupt
-        _discard(directory)
-        raise CacheError(f"cached detector does not fit the preset's model ({exc}); removed, build it again") from None
+    model = load_state_arrays(substrate.build_model(seed), arrays["detector.npz"], directory)
     from detgym.train.trainer import resolve_device
 
     return model.to(resolve_device(substrate.train_config.device)).eval()
@@ -370,21 +269,18 @@ def load_candidates(config: BoxSelectPreset, substrate: Any, *, cache_dir: str |
         for name, dataset in _available_splits(substrate).items():
             arrays = _split_arrays(model, dataset, int(config.n_max), batch)
             SplitCandidates.from_arrays(arrays)  # never write what a reader would refuse
-            files[f"{name}.npz"] = _write_npz(tmp / f"{name}.npz", arrays)
+            files[f"{name}.npz"] = write_arrays(tmp / f"{name}.npz", arrays)
             sizes[name] = len(dataset)
         train = substrate.train_set
-        manifest = _manifest(
-            "candidates", key, config, files, detector_key=detector_key(config), n_max=int(config.n_max),
-            num_classes=int(train.num_classes), splits=sizes,
-            label_to_category_id={str(k): int(v) for k, v in train.label_to_category_id.items()},
-        )
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        _manifest(tmp, "candidates", key, config, files, detector_key=detector_key(config), n_max=int(config.n_max),
+                  num_classes=int(train.num_classes), splits=sizes,
+                  label_to_category_id={str(k): int(v) for k, v in train.label_to_category_id.items()})
 
     manifest, arrays = _load_or_build(directory, "candidates", key, build)
     try:
         splits = {name[: -len(".npz")]: SplitCandidates.from_arrays(a) for name, a in arrays.items()}
     except CacheError:
-        _discard(directory)
+        shutil.rmtree(directory, ignore_errors=True)
         manifest, arrays = _load_or_build(directory, "candidates", key, build)
         splits = {name[: -len(".npz")]: SplitCandidates.from_arrays(a) for name, a in arrays.items()}
     return splits, manifest

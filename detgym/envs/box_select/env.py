@@ -1,22 +1,23 @@
-"""DetBoxSelect-v0, DetBoxSelectSeq-v0, DetBoxRescore-v0: choose a detector's final boxes instead of NMS (paper 001).
+"""DetBoxSelect, DetBoxSelectSeq, DetBoxRescore: choose a detector's final boxes instead of NMS (paper 001).
 
-The three envs share everything but their action: :class:`BoxSelectEnvBase` loads the candidate cache, draws an
-image per episode, builds observations and ``info``, and computes rewards; each variant only turns its action
-into a kept set (and scores) and says when the episode ends.
+The -v0 ids reward paper 001's per-image AP, the -v1 ids the change of COCO AP over a fixed pool of images
+(``reward="pool_ap"``). The three envs share everything but their action: :class:`BoxSelectEnvBase` loads the
+candidate cache, draws an image per episode, builds observations and ``info``, and computes rewards; each variant
+only turns its action into a kept set (and scores) and says when the episode ends.
 """
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.error import ResetNeeded
 
-from detgym.envs.base import DetectorEnv
+from detgym.envs.base import CompareDefaults, DetectorEnv
+from detgym.envs.cache import LRU
 from detgym.metrics import coco_evaluate
+from detgym.metrics.pool_ap import PoolAP
 
 from .candidates import load_candidates, cache_paths
 from .features import feature_layout, n_features
@@ -25,28 +26,24 @@ from .table import ImageTable
 
 __all__ = ["BoxSelectEnvBase", "DetBoxRescoreEnv", "DetBoxSelectEnv", "DetBoxSelectSeqEnv", "load_table"]
 
-_TABLES: "OrderedDict[tuple, ImageTable]" = OrderedDict()
-_TABLES_KEPT = 4  # tables of different configurations held per process
+#: Tables of different configurations held per process (the envs of a vector env share one).
+_TABLES: LRU[tuple, ImageTable] = LRU(4)
 
 
 def load_table(config: BoxSelectPreset, substrate: Any, *, cache_dir: str | os.PathLike | None = None,
                progress: bool = False) -> ImageTable:
     """The :class:`ImageTable` of ``config.split`` (cache built on first use; shared by the envs of a process)."""
     _, directory = cache_paths(config, cache_dir)
-    key = (str(directory.resolve()), config.split, float(config.nms_iou))
-    table = _TABLES.get(key)
-    if table is None:
+
+    def build() -> ImageTable:
         splits, manifest = load_candidates(config, substrate, cache_dir=cache_dir, progress=progress)
         if config.split not in splits:
             raise ValueError(f"split={config.split!r} has no images in this dataset; accepted: {', '.join(splits)}")
         l2c = {int(k): int(v) for k, v in manifest["label_to_category_id"].items()}
-        table = ImageTable.build(splits[config.split], int(config.n_max), int(manifest["num_classes"]),
-                                 float(config.nms_iou), l2c)
-        _TABLES[key] = table
-        while len(_TABLES) > _TABLES_KEPT:
-            _TABLES.popitem(last=False)
-    _TABLES.move_to_end(key)
-    return table
+        return ImageTable.build(splits[config.split], int(config.n_max), int(manifest["num_classes"]),
+                                float(config.nms_iou), l2c)
+
+    return _TABLES.get((str(directory.resolve()), config.split, float(config.nms_iou)), build)
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -66,40 +63,39 @@ class BoxSelectEnvBase(DetectorEnv):
 
     family = "box_select"
     presets = PRESETS
+    reset_options = ("image_index",)
+    # paper 001: greedy NMS is the baseline. An episode is one image (milliseconds): many of both. Learners train on
+    # the train split's images (2000 in the default preset) and every agent is evaluated on the val split's, which
+    # none of them trained on; 200000 steps is about 10 CPU-minutes of the default PPO (the set policy).
+    compare_defaults = CompareDefaults("nms", ("nms", "random", "ppo"), train_budget=200_000, eval_episodes=200,
+                                       train_env_kwargs={"split": "train"}, eval_env_kwargs={"split": "val"})
 
-    def __init__(
-        self,
-        preset: str = "default",
-        *,
-        strict: bool = False,
-        cache_dir: str | os.PathLike | None = None,
-        progress: bool = False,
-        log_dir: str | os.PathLike | None = None,
-        render_mode: str | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__()
-        self._setup(preset, overrides, log_dir=log_dir)
+    def __init__(self, preset: str = "default", *, strict: bool = False, progress: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(preset, **kwargs)
         self.config: BoxSelectPreset
         self.strict = _check_bool("strict", strict)
-        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
-        self.table = load_table(self.config, self.substrate, cache_dir=cache_dir,
-                                progress=_check_bool("progress", progress))
+        with self.own_threads():
+            self.table = load_table(self.config, self.substrate, cache_dir=self.cache_dir,
+                                    progress=_check_bool("progress", progress))
         self.n_max = int(self.config.n_max)
         self.num_classes = self.table.num_classes
         self.split = self.config.split
         self.baseline = self.config.baseline
         self.absent_classes = self.config.absent_classes
-        #: Per image, the AP of greedy NMS as the reward counts it (the baseline of ``baseline="nms"``).
-        self.nms_reward_ap = self._reward_ap(np.arange(len(self.table)), self.table.nms_keep, self.table.nms_ap)
+        self.reward_mode = self.config.reward
+        #: ``reward="pool_ap"``: the :class:`~detgym.metrics.pool_ap.PoolAP` of the reference pool (else None).
+        self.pool = self._load_pool()
+        #: Per image, the AP of greedy NMS as the reward counts it (the baseline of ``baseline="nms"``; with
+        #: ``reward="pool_ap"``: the pool AP with the image's NMS result, which the reward is relative to).
+        self.nms_reward_ap = (self.pool.reference_ap if self.pool is not None else
+                              self._reward_ap(np.arange(len(self.table)), self.table.nms_keep, self.table.nms_ap))
         #: Column ranges of a candidate's features (see :mod:`detgym.envs.box_select.features`).
         self.feature_layout = feature_layout(self.num_classes)
         self.observation_space = spaces.Box(0.0, 1.0, (self.n_max, self._n_columns()), dtype=np.float32)
         self.action_space = self._make_action_space()
         self._image = -1
         self._images = np.zeros(1, dtype=np.int64)  # the episode's image as the [B] array the AP kernel takes
-        self._done = True
-        self._episode = -1
         self._info: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- for subclasses
@@ -123,26 +119,19 @@ class BoxSelectEnvBase(DetectorEnv):
         """Index of the current episode's image in the split (-1 before the first reset)."""
         return self._image
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
+    def _reset(self, options: dict[str, Any]) -> tuple[np.ndarray, dict]:
         i = self._image_from_options(options)
         if i is None:
             i = int(self.np_random.integers(len(self.table)))
         self._image = i
         self._images[0] = i
-        self._done = False
-        self._episode += 1
         self._begin_episode()
         n = int(self.table.counts[i])
         self._info = {"image_id": int(self.table.image_ids[i]), "image_index": i, "n_candidates": n,
                       "candidates": self.table.coco_results(i)}
         return self._observation(), dict(self._info)
 
-    def _image_from_options(self, options: dict[str, Any] | None) -> int | None:
-        if options is None:
-            return None
-        if not isinstance(options, dict) or set(options) - {"image_index"}:
-            raise ValueError(f"options must be None or a dict with the key 'image_index', got {options!r}")
+    def _image_from_options(self, options: dict[str, Any]) -> int | None:
         index = options.get("image_index")
         if index is None:
             return None
@@ -155,23 +144,58 @@ class BoxSelectEnvBase(DetectorEnv):
     def _observation(self) -> np.ndarray:
         return self.table.features[self._image].copy()
 
+    def _load_pool(self) -> PoolAP | None:
+        if self.reward_mode != "pool_ap":
+            return None
+        n, size = len(self.table), int(self.config.pool_size)
+        if size > n:
+            raise ValueError(f"pool_size must be at most {n} (the images of split {self.split!r}), got {size}")
+        return self.table.pool_ap(size, int(self.config.pool_seed))
+
+    def rewards(self, images: np.ndarray, keep: np.ndarray, ap: np.ndarray,
+                scores: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rewards of kept sets ``keep`` (bool ``[B, n_max]``, ranked by ``scores`` or the candidates' own) of images
+        ``images`` whose per-image APs are ``ap``, and the AP each reward counts (``info["reward_ap"]``)."""
+        if self.pool is not None:
+            pool_ap, delta = self.pool(images, keep, scores)
+            return self.pool.pool.size * delta, pool_ap
+        reward_ap = self._reward_ap(images, keep, ap)
+        return (reward_ap - self.nms_reward_ap[images] if self.baseline == "nms" else reward_ap), reward_ap
+
+    def pool_image_ids(self) -> list[int]:
+        """COCO ids of the reference pool's images (``reward="pool_ap"``; ValueError otherwise)."""
+        return self.table.image_ids[self._pool().pool].tolist()
+
+    def pool_detections(self) -> list[dict]:
+        """The reference pool's detections, its images' greedy NMS results, as COCO result dicts: with an episode's
+        kept boxes in place of its image's, pycocotools over :meth:`pool_image_ids` and the episode's image gives
+        ``info["pool_ap"]`` (``reward="pool_ap"``; ValueError otherwise)."""
+        out = []
+        for i in self._pool().pool:
+            results = self.table.coco_results(int(i))
+            out += [dict(results[k]) for k in np.flatnonzero(self.table.nms_keep[i, :len(results)])]
+        return out
+
+    def _pool(self) -> PoolAP:
+        if self.pool is None:
+            raise ValueError(f"this env has reward={self.reward_mode!r}: a pool belongs to reward='pool_ap'")
+        return self.pool
+
     def _reward_ap(self, images: np.ndarray, keep: np.ndarray, ap: np.ndarray) -> np.ndarray:
         """The AP the reward counts: ``ap`` itself, or with absent classes penalised (``absent_classes``)."""
         return ap if self.absent_classes == "ignore" else self.table.penalize_absent(images, keep, ap)
 
-    def _check_running(self) -> None:
-        if self._done:
-            raise ResetNeeded("call reset() before step(): the episode is over (or has not started)")
-
     def _finish(self, keep: np.ndarray, scores: np.ndarray | None, ignored: int) -> tuple[float, dict]:
         """End the episode with the kept set ``keep`` (bool ``[n_max]``, ranked by ``scores`` or the candidates'):
         its reward and the step's info."""
-        ap = self.table.ap(self._images, keep[None], None if scores is None else scores[None])
-        reward_ap = float(self._reward_ap(self._images, keep[None], ap)[0])
-        reward = reward_ap - float(self.nms_reward_ap[self._image]) if self.baseline == "nms" else reward_ap
-        self._done = True
+        ranks = None if scores is None else scores[None]
+        ap = self.table.ap(self._images, keep[None], ranks)
+        rewards, reward_ap = self.rewards(self._images, keep[None], ap, ranks)
+        reward = float(rewards[0])
         info = self._step_info(keep, float(ap[0]), ignored)
-        info["reward_ap"] = reward_ap
+        info["reward_ap"] = float(reward_ap[0])
+        if self.pool is not None:
+            info["pool_ap"] = info["reward_ap"]
         if self.logger.enabled:
             self.logger.scalars("box_select", {"reward": reward, "ap": info["ap"], "nms_ap": info["nms_ap"]},
                                 self._episode)
@@ -283,7 +307,20 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
 
     ## Rewards
 
-    ``image_ap`` (:func:`detgym.metrics.image_ap`: pycocotools' AP of this image alone, IoU .50:.05:.95) of the
+    ``reward="pool_ap"`` (the -v1 ids): the change of COCO AP over a dataset that the kept set makes. A fixed reference
+    pool ``P`` of ``pool_size`` images of the split (drawn with ``pool_seed``: fixed per preset and seed, so the MDP
+    is stationary) holds each image's class-wise greedy NMS result at ``nms_iou``; for the episode's image ``i`` with
+    kept set ``K_i``, ``r = pool_size * (AP(P without i, plus K_i) - AP(P without i, plus NMS_i))``, AP being
+    pycocotools' COCO AP (IoU .50:.05:.95, maxDets 100, area all) over the pool's images and ``i``, every category of
+    the dataset (:class:`detgym.metrics.pool_ap.PoolAP`, exact and incremental). Greedy NMS scores exactly 0; a kept
+    box of a class absent from the image is a false positive, and a duplicate that outranks another image's true
+    positive costs precision, as in the COCO AP of a dataset (``python -m benchmarks.box_select_reward``: keep-all
+    scores -0.60 on the default's val images, NMS 0). ``info["pool_ap"]`` (and ``info["reward_ap"]``) is the pool AP
+    with the kept set; ``env.unwrapped.pool_detections()`` and ``pool_image_ids()`` give the pool as COCO results and
+    image ids, so pycocotools rechecks a reward. ``baseline`` and ``absent_classes`` belong to ``image_ap``.
+
+    ``reward="image_ap"`` (the -v0 ids; paper 001's eq. 5, ``r_I = mAP_I``, what its table 1 trains with):
+    :func:`detgym.metrics.image_ap` (pycocotools' AP of this image alone, IoU .50:.05:.95) of the
     kept candidates with their own scores; ``baseline="nms"`` subtracts the AP of class-wise greedy NMS at
     ``nms_iou`` (0.5) on the same candidates (``info["nms_ap"]`` either way). pycocotools' per-image AP leaves out
     the classes without ground truth in the image, so kept boxes of such classes cost nothing there (keeping every
@@ -310,19 +347,22 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     ``reset`` and ``step``: ``image_id`` (COCO id), ``image_index``, ``n_candidates`` and ``candidates`` (the
     real candidates as COCO result dicts ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in image
     pixels, in slot order). ``step`` adds ``kept`` (the kept slot indices, a list of ints), ``ap`` (the kept set's AP),
-    ``reward_ap`` (see Rewards), ``nms_ap`` and ``ignored_slots``. Variable-length entries are lists, never arrays,
-    so gymnasium's vector envs can stack the infos of several envs. ``env.unwrapped.coco_gt()`` is the split's COCO
-    ground truth: pycocotools on it and the kept dicts, restricted to ``image_id``, gives ``ap``.
+    ``reward_ap`` (see Rewards), ``nms_ap``, ``ignored_slots`` and, with ``reward="pool_ap"``, ``pool_ap``.
+    Variable-length entries are lists, never arrays, so gymnasium's vector envs can stack the infos of several envs.
+    ``env.unwrapped.coco_gt()`` is the split's COCO ground truth: pycocotools on it and the kept dicts, restricted to
+    ``image_id``, gives ``ap``.
 
     ## Arguments
 
-    ``gymnasium.make("DetBoxSelect-v0", **kwargs)``; ``-RetinaNet``, ``-FCOS``, ``-FasterRCNN-R50`` (GPU) and
-    ``-Test`` ids pick other presets (:mod:`detgym.envs.box_select.presets`). Every
+    ``gymnasium.make("DetBoxSelect-v1", **kwargs)`` (``-v0``: paper 001's reward); ``-RetinaNet``, ``-FCOS``,
+    ``-FasterRCNN-R50`` (GPU) and ``-Test`` ids pick other presets (:mod:`detgym.envs.box_select.presets`). Every
     :class:`~detgym.envs.box_select.presets.BoxSelectPreset` field is a keyword argument: the substrate fields
     (``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``,
     ``model_overrides``, ``device``) and ``n_max`` (100), ``split`` (``"train"``, ``"val"``, ``"test"``),
-    ``baseline`` (``"none"``, ``"nms"``), ``absent_classes`` (``"ignore"``, ``"penalize"``), ``nms_iou`` (0.5),
-    ``detector_iterations``, ``detector_seed``. Also:
+    ``reward`` (``"image_ap"``: -v0, ``"pool_ap"``: -v1), ``pool_size`` (200; at most the split's images),
+    ``pool_seed`` (0), ``baseline`` (``"none"``, ``"nms"``), ``absent_classes`` (``"ignore"``, ``"penalize"``),
+    ``nms_iou`` (0.5), ``detector_iterations``, ``detector_seed``. The reward's fields do not key the candidate cache:
+    the -v0 and -v1 ids share the trained detector and its candidates. Also:
 
     * ``strict``: raise on padded slots instead of ignoring them (False);
     * ``cache_dir``: root of the candidate cache (default ``$DETGYM_CACHE`` or ``~/.cache/detgym``);
@@ -330,15 +370,14 @@ class DetBoxSelectEnv(BoxSelectEnvBase):
     * ``log_dir``: TensorBoard directory (per-episode reward, AP, NMS AP under ``box_select/``);
     * ``render_mode``: ``None`` or ``"ansi"``.
 
-    ``gymnasium.make_vec("DetBoxSelect-v0", num_envs, vectorization_mode="vector_entry_point")`` builds the native
+    ``gymnasium.make_vec("DetBoxSelect-v1", num_envs, vectorization_mode="vector_entry_point")`` builds the native
     vector env :class:`~detgym.envs.box_select.vector.DetBoxSelectVectorEnv` (one AP call per batch).
     """
 
     def _make_action_space(self) -> spaces.Space:
         return spaces.MultiBinary(self.n_max)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         keep = keep_mask(action, (self.n_max,))
         n = int(self.table.counts[self._image])
         ignored = self._ignored(int(keep[n:].sum()), "keeps")
@@ -387,9 +426,11 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
 
     ## Rewards
 
-    The change of the kept set's per-image AP (``reward_ap``): ``r_t = AP(S_t) - AP(S_{t-1})`` with
-    ``AP(S_0) := 0``, so the undiscounted return is the final set's AP (with ``baseline="nms"``, the last step also
-    subtracts the NMS AP, and the return is ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
+    The change per step of :class:`DetBoxSelectEnv`'s reward of the kept set, so the undiscounted return telescopes
+    to the one-step reward of the final set. ``reward="pool_ap"``: ``r_t = R(S_t) - R(S_{t-1})`` with ``R`` the pool
+    reward and ``R(S_0) := 0``. ``reward="image_ap"``: ``r_t = AP(S_t) - AP(S_{t-1})`` with ``AP(S_0) := 0``, so the
+    return is the final set's AP (with ``baseline="nms"``, the last step also subtracts the NMS AP, and the return is
+    ``AP - AP_NMS``). Same AP and no-GT rule as :class:`DetBoxSelectEnv`.
 
     ## Starting State
 
@@ -406,7 +447,7 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
 
     ## Arguments
 
-    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxSelectSeq-v0", ...)``).
+    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxSelectSeq-v1", ...)``, or ``-v0``).
     """
 
     def _make_action_space(self) -> spaces.Space:
@@ -436,8 +477,7 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
         mask[-1] = True
         return mask
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = np.asarray(action)
         if a.size != 1 or a.dtype.kind not in "iu" or not 0 <= int(a.reshape(())) <= self.n_max:
             raise ValueError(f"action must be an integer in 0..{self.n_max} (a slot, or {self.n_max} = stop), "
@@ -453,21 +493,24 @@ class DetBoxSelectSeqEnv(BoxSelectEnvBase):
                 self._kept[k] = True
                 self._obs[k, -1] = 1.0
         ap = self.table.ap(self._images, self._kept[None])
-        reward_ap = float(self._reward_ap(self._images, self._kept[None], ap)[0])
-        ap = float(ap[0])
-        reward = reward_ap - self._ap_prev
-        self._ap_prev = reward_ap
+        value, reward_ap = self.rewards(self._images, self._kept[None], ap)
+        value, reward_ap, ap = float(value[0]), float(reward_ap[0]), float(ap[0])
         terminated = stop or bool(self._kept[:n].all())
         truncated = not terminated and self._steps >= self.n_max + 1
-        if terminated or truncated:
-            self._done = True
-            if self.baseline == "nms":
+        if self.pool is not None:  # the change of the kept set's one-step reward (pool AP: relative to NMS already)
+            reward, self._ap_prev = value - self._ap_prev, value
+        else:  # the change of the kept set's AP; the NMS baseline subtracted once, at the end
+            reward, self._ap_prev = reward_ap - self._ap_prev, reward_ap
+            if (terminated or truncated) and self.baseline == "nms":
                 reward -= float(self.nms_reward_ap[self._image])
+        if terminated or truncated:
             if self.logger.enabled:
                 self.logger.scalars("box_select", {"ap": ap, "nms_ap": float(self.table.nms_ap[self._image])},
                                     self._episode)
         info = {**self._info, "kept": np.flatnonzero(self._kept[:n]).tolist(), "ap": ap, "reward_ap": reward_ap,
                 "nms_ap": float(self.table.nms_ap[self._image]), "ignored_actions": self._ignored_actions}
+        if self.pool is not None:
+            info["pool_ap"] = reward_ap
         return self._observation(), reward, terminated, truncated, info
 
 
@@ -492,7 +535,9 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
 
     ## Rewards
 
-    ``image_ap`` of the boxes with a nonzero new score, ranked by the new scores (minus the NMS AP with
+    :class:`DetBoxSelectEnv`'s reward of the boxes with a nonzero new score, ranked by the new scores: with
+    ``reward="pool_ap"`` they are ranked among the pool's detections too, so scores must be calibrated across images
+    (as soft-NMS's are); with ``image_ap`` only the order inside the image counts (minus the NMS AP with
     ``baseline="nms"``).
 
     ## Starting State, Episode End
@@ -506,14 +551,13 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
 
     ## Arguments
 
-    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxRescore-v0", ...)``).
+    As :class:`DetBoxSelectEnv` (``gymnasium.make("DetBoxRescore-v1", ...)``, or ``-v0``).
     """
 
     def _make_action_space(self) -> spaces.Space:
         return spaces.Box(0.0, 1.0, (self.n_max,), dtype=np.float32)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = np.asarray(action)
         if a.shape != (self.n_max,) or a.dtype.kind not in "biuf":
             raise ValueError(f"action must be scores of shape ({self.n_max},) in [0, 1], got {a.dtype} {a.shape}")

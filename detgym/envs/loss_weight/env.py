@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
+import gymnasium as gym
 from gymnasium import spaces
-from gymnasium.error import ResetNeeded
 
-from detgym.envs.base import SEED_HIGH, DetectorEnv
+from detgym.envs.base import F32_MAX, SEED_HIGH, CompareDefaults, DetectorEnv
 from detgym.metrics import STAT_NAMES
 from detgym.train import NonFiniteLossError, Trainer
 
 from .observation import build_observation, observation_size
 from .presets import PRESETS, LossWeightPreset
+from .wrappers import LogScaleObservation
 from .weighting import N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
 
 __all__ = ["DetLossWeightContinuousEnv", "DetLossWeightEnv", "check_seed"]
-
-_F32_MAX = float(np.finfo(np.float32).max)
-
 
 def check_seed(name: str, value: Any) -> int:
     """``value`` as an int seed in ``0..SEED_HIGH-1``; ValueError naming ``name`` otherwise."""
@@ -142,12 +139,19 @@ class DetLossWeightEnv(DetectorEnv):
     * ``log_dir``: TensorBoard directory for per-step weights, action, reward and per-level losses / variances
       (tags ``loss_weight/...``, global step = training iterations done by this env over all its episodes).
     * ``render_mode``: ``None`` or ``"ansi"`` (a text line per interval).
+    * ``num_threads``: torch threads of the env's training and evaluation (default 1, whatever the caller set:
+      results are the same in every vector env and worker; ``info["num_threads"]``), ``cache_dir``: the cache root.
     """
-
-    metadata = {"render_modes": ["ansi"]}
 
     family = "loss_weight"
     presets = PRESETS
+    reset_options = ("model_seed", "train_seed")
+    compare_defaults = CompareDefaults(
+        # paper 000, table 3: ordinary training is the baseline. An episode is a whole training run (the CPU default:
+        # 74 steps, about 3.5 minutes on one thread), so one evaluated episode per run and 256 timesteps of training.
+        baseline="uniform", agents=("uniform", "avw", "rlo", "ppo"), train_budget=256, eval_episodes=1,
+    )
+    sb3_wrappers = (LogScaleObservation,)
 
     def __init__(
         self,
@@ -156,25 +160,20 @@ class DetLossWeightEnv(DetectorEnv):
         train_set: Any = None,
         val_set: Any = None,
         nan_penalty: float | None = None,
-        log_dir: str | os.PathLike | None = None,
-        render_mode: str | None = None,
-        **overrides: Any,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        self._setup(preset, overrides, splits={"train": train_set, "val": val_set}, log_dir=log_dir)
+        super().__init__(preset, splits={"train": train_set, "val": val_set}, **kwargs)
         self.config: LossWeightPreset
         if nan_penalty is not None and not math.isfinite(float(nan_penalty)):
             raise ValueError(f"nan_penalty must be a finite number, got {nan_penalty!r}")
         self.nan_penalty = None if nan_penalty is None else float(nan_penalty)
-        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
-        self._configure_schedule()
-        self._configure_levels()
+        with self.own_threads():
+            self._configure_schedule()
+            self._configure_levels()
         self.action_space = self._make_action_space()
         self.observation_space = self._make_observation_space()
         self._global_iteration = 0
-        self._episode = -1
         self.trainer: Trainer | None = None
-        self._done = True
 
     def _configure_schedule(self) -> None:
         cfg = self.config
@@ -207,14 +206,13 @@ class DetLossWeightEnv(DetectorEnv):
         w_low, w_high = self._weight_bounds()
         n = self.n_levels
         low = np.concatenate([np.zeros(4 * n), [0.0], np.full(n, w_low)]).astype(np.float32)
-        # unbounded features use float32's max, as CartPole does: finite bounds keep env checkers quiet
-        high = np.concatenate([np.full(4 * n, _F32_MAX), [1.0], np.full(n, w_high)]).astype(np.float32)
+        high = np.concatenate([np.full(4 * n, F32_MAX), [1.0], np.full(n, w_high)]).astype(np.float32)
         space = spaces.Box(low=low, high=high, dtype=np.float32)
         assert space.shape == (observation_size(n),)
         return space
 
     # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def _reset(self, options: dict[str, Any]) -> tuple[np.ndarray, dict]:
         """New detector and trainer, first interval trained with all weights 1.
 
         ``options`` (all optional): ``{"model_seed": int, "train_seed": int}`` replace the seeds drawn from the
@@ -222,7 +220,7 @@ class DetLossWeightEnv(DetectorEnv):
         reported in the reset ``info``. They reproduce one sub-env of
         :class:`~detgym.envs.loss_weight.vector.DetLossWeightVectorEnv`, whose sub-envs share one minibatch order.
         """
-        model_seed, train_seed = self._seed_episode(seed, options)
+        model_seed, train_seed = self._episode_seeds(options)
         if self.trainer is not None:
             self.trainer.close()
         self.trainer = self.substrate.build_trainer(model_seed, train_seed, iterations=self.total_iterations)
@@ -232,8 +230,7 @@ class DetLossWeightEnv(DetectorEnv):
         info.update(model_seed=model_seed, train_seed=train_seed)
         return obs, info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         weights = self._action_to_weights(action)
         try:
             losses = self._train_interval(weights)
@@ -246,26 +243,26 @@ class DetLossWeightEnv(DetectorEnv):
         """The weights of the first interval (trained by ``reset``): all 1, as the paper initialises them."""
         return np.ones(self.n_levels, dtype=np.float64)
 
-    def _seed_episode(self, seed: int | None, options: dict[str, Any] | None) -> tuple[int, int]:
-        """Seed ``np_random`` (gymnasium's ``reset(seed=...)``), then return (model seed, train seed): drawn from
-        ``np_random`` (always both, so the stream does not depend on the options), then replaced by
-        ``options["model_seed"]`` / ``options["train_seed"]`` where given."""
-        super().reset(seed=seed)
+    def _episode_seeds(self, options: dict[str, Any]) -> tuple[int, int]:
+        """(model seed, train seed): drawn from ``np_random`` (always both, so the stream does not depend on the
+        options), then replaced by ``options["model_seed"]`` / ``options["train_seed"]`` where given."""
         drawn = self._draw_seeds(2)
-        options = {} if options is None else options
-        if not isinstance(options, dict) or set(options) - {"model_seed", "train_seed"}:
-            raise ValueError(
-                f"options must be None or a dict with the keys 'model_seed' / 'train_seed', got {options!r}"
-            )
         model_seed, train_seed = (
             drawn_seed if options.get(name) is None else check_seed(f"options['{name}']", options[name])
             for name, drawn_seed in zip(("model_seed", "train_seed"), drawn)
         )
         return model_seed, train_seed
 
+    def _seed_episode(self, seed: int | None, options: dict[str, Any] | None) -> tuple[int, int]:
+        """What ``reset`` does before training, for the vector env that trains its sub-envs itself: seed
+        ``np_random`` (gymnasium's ``reset(seed=...)``), check the options, count the episode, draw the seeds."""
+        gym.Env.reset(self, seed=seed)
+        options = self._check_reset_options(options)
+        self._episode += 1
+        return self._episode_seeds(options)
+
     def _begin_episode(self, losses: np.ndarray) -> tuple[np.ndarray, dict]:
         """The state, observation and info after the first interval (``losses``: its ``[alpha, n]`` raw losses)."""
-        self._episode += 1
         self._steps = 0
         self._last_map = 0.0
         self._done = False
@@ -280,10 +277,6 @@ class DetLossWeightEnv(DetectorEnv):
         info = self._info(losses, None, 0.0)
         self._log(info, reward=None)
         return self._obs.copy(), info
-
-    def _check_running(self) -> None:
-        if self.trainer is None or self._done:
-            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
 
     def _end_interval(
         self, action: Any, weights: np.ndarray, losses: np.ndarray
@@ -482,6 +475,8 @@ class DetLossWeightContinuousEnv(DetLossWeightEnv):
         weight_bounds: ``(low, high)`` with ``0 <= low < high``.
         **kwargs: as :class:`DetLossWeightEnv`.
     """
+
+    reset_options = ("model_seed", "train_seed")
 
     def __init__(self, preset: str = "default", *, weight_bounds: tuple[float, float] = (0.0, 3.0),
                  **kwargs: Any) -> None:

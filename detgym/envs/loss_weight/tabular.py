@@ -11,12 +11,13 @@ import numpy as np
 from gymnasium import spaces
 
 from detgym.data.io import cache_root
-from detgym.envs.base import DetectorEnv
-from detgym.envs.substrate import PresetTable, check_positive_int
+from detgym.envs.base import CompareDefaults, DetectorEnv
+from detgym.envs.substrate import PresetTable
 from detgym.metrics import STAT_NAMES
 
-from .tree import TreeSpec, TreeTable, build_tree, packaged_table
+from .tree import TreeSpec, TreeTable, packaged_table
 from .weighting import N_ACTIONS
+from .wrappers import LogScaleObservation
 
 __all__ = ["DetLossWeightTabularEnv", "TABULAR_PRESETS", "TABULAR_REWARDS", "TabularPreset"]
 
@@ -29,26 +30,23 @@ TABULAR_REWARDS: tuple[str, ...] = ("delta_ap", "loss", "map")
 @dataclass(frozen=True)
 class TabularPreset:
     """Which tree a tabular env looks up: a DetLossWeight preset (plus overrides), its number of decisions T and
-    thread count, and whether a missing table is built when the env is made (only for presets that build in
-    seconds)."""
+    the thread count its trainings ran with."""
 
     loss_weight_preset: str
     decisions: int
     overrides: Mapping[str, Any] = field(default_factory=dict)
     threads: int = 1
-    #: Seeds built on make when no table holds them (``()``: never build; the table must exist).
-    build_seeds: tuple[int, ...] = ()
 
     def tree_spec(self) -> TreeSpec:
         return TreeSpec(self.loss_weight_preset, self.decisions, self.threads, dict(self.overrides))
 
 
-#: The shipped tree of ``DetLossWeight-v0``'s preset (T = 3, seeds 0-2: ``detgym build-tree`` extends it), and a
-#: test tree (T = 2 of the 32 px test preset, 96 iterations) built into the cache in about a minute.
+#: The shipped trees: ``DetLossWeight-v0``'s preset (T = 3, seeds 0-2: ``detgym build-tree`` extends it), and the
+#: test preset's (T = 2 of the 32 px test preset with 96 iterations, seeds 0-1: what the test suite reads).
 TABULAR_PRESETS: PresetTable[Any] = PresetTable(
     {
         "default": TabularPreset("default", 3),
-        "test": TabularPreset("test", 2, {"iterations": 96}, build_seeds=(0, 1)),
+        "test": TabularPreset("test", 2, {"iterations": 96}),
     },
     default="default",
 )
@@ -99,27 +97,31 @@ class DetLossWeightTabularEnv(DetectorEnv):
     * ``preset``: ``"default"`` (the shipped T = 3 tree of ``DetLossWeight-v0``'s preset) or ``"test"``.
     * ``reward``: one of :data:`TABULAR_REWARDS`; ``metric``: a COCO stat name (default ``"AP"``).
     * ``table``: a table file to read instead of the preset's (e.g. one ``detgym build-tree --out`` wrote).
-    * ``cache_dir``: where tables built on make live (default ``$DETGYM_CACHE``).
+    * ``cache_dir``: where a table ``detgym build-tree --out`` left in the cache is looked for (default
+      ``$DETGYM_CACHE``).
     * ``render_mode``: ``None`` or ``"ansi"``.
     """
 
-    metadata = {"render_modes": ["ansi"]}
     family = "loss_weight"
     presets = TABULAR_PRESETS
+    reset_options = ("tree_seed",)
+    compare_defaults = CompareDefaults(
+        "uniform", ("uniform", "avw", "rlo", "a0", "a1", "a2", "a3", "random", "ppo", "a2c", "dqn", "recurrent_ppo"),
+        train_budget=10_000, eval_episodes=1,
+    )
+    sb3_wrappers = (LogScaleObservation,)
 
     def __init__(self, preset: str = "default", *, reward: str = "delta_ap", metric: str = "AP",
                  table: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                 render_mode: str | None = None) -> None:
-        super().__init__()
+                 render_mode: str | None = None, num_threads: int = 1) -> None:
+        super().__init__(preset, cache_dir=cache_dir, render_mode=render_mode, num_threads=num_threads)
         if reward not in TABULAR_REWARDS:
             raise ValueError(f"reward={reward!r} is not supported; accepted: {', '.join(TABULAR_REWARDS)}")
         if metric not in STAT_NAMES:
             raise ValueError(f"metric={metric!r} is not a COCO stat; accepted: {', '.join(STAT_NAMES)}")
-        self.preset_name = preset
-        self.config = self.presets.get_preset(preset)
         self.reward_mode, self.metric = reward, metric
-        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
-        self.table = _load_table(self.config, table, cache_dir)
+        with self.own_threads():
+            self.table = _load_table(self.config, table, self.cache_dir)
         self.seeds = self.table.complete_seeds()
         if not self.seeds:
             raise ValueError(f"the tree table of preset {preset!r} holds no complete tree; extend it with "
@@ -141,24 +143,16 @@ class DetLossWeightTabularEnv(DetectorEnv):
         self._last_map = 0.0
 
     # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
+    def _reset(self, options: dict[str, Any]) -> tuple[np.ndarray, dict]:
         drawn = self.seeds[int(self.np_random.integers(len(self.seeds)))]
-        options = {} if options is None else options
-        if not isinstance(options, dict) or set(options) - {"tree_seed"}:
-            raise ValueError(f"options must be None or a dict with the key 'tree_seed', got {options!r}")
         self.tree_seed = drawn if options.get("tree_seed") is None else self._check_tree_seed(options["tree_seed"])
         self._prefix, self._last_map = (), 0.0
         obs, _, info = self._nodes[self.tree_seed][()]
         root = self.table.node(self.tree_seed, ())
-        info = {**info, "tree_seed": self.tree_seed, "model_seed": root["model_seed"], "train_seed": root["train_seed"]}
+        info = {**_fresh(info), "tree_seed": self.tree_seed, "model_seed": root["model_seed"], "train_seed": root["train_seed"]}
         return obs.copy(), info
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        if self._prefix is None or len(self._prefix) >= self.decisions:
-            from gymnasium.error import ResetNeeded
-
-            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         a = _check_action(action)
         nodes = self._nodes[self.tree_seed]
         before = nodes[self._prefix][1]
@@ -166,7 +160,7 @@ class DetLossWeightTabularEnv(DetectorEnv):
         obs, value, info = nodes[self._prefix]
         reward = self._reward(before, value, info)
         truncated = len(self._prefix) == self.decisions
-        info = {**info, "action": a}
+        info = {**_fresh(info), "action": a}
         if truncated:
             info.update(self._final_info(info, value))
         return obs.copy(), reward, False, truncated, info
@@ -192,11 +186,9 @@ class DetLossWeightTabularEnv(DetectorEnv):
         return value - before
 
     def _node_info(self, node: Mapping[str, Any]) -> dict[str, Any]:
-        """The info of the step into ``node``, built once (its arrays are read-only: every step shares them)."""
+        """The info of the step into ``node``, built once (each step hands out a copy: :func:`_fresh`)."""
         arrays = {name: np.asarray(node[name], dtype=np.float64) for name in
                   ("interval_losses", "variances", "rates", "weights")}
-        for array in arrays.values():
-            array.setflags(write=False)
         return {
             **arrays, "action": None, "interval": len(node["prefix"]) + 1, "iteration": int(node["iteration"]),
             "lr": float(node["lr"]), "reward_loss": float(node["reward_loss"]), "stats": dict(node["stats"]),
@@ -213,6 +205,11 @@ class DetLossWeightTabularEnv(DetectorEnv):
         }
 
 
+def _fresh(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a prebuilt info that shares no mutable object with it (users keep what ``step`` returns)."""
+    return {k: v.copy() if isinstance(v, (np.ndarray, dict)) else v for k, v in info.items()}
+
+
 def _check_action(action: Any) -> int:
     """``action`` as a scheme index; ValueError naming the accepted values otherwise."""
     try:
@@ -226,21 +223,17 @@ def _check_action(action: Any) -> int:
 
 
 def _load_table(preset: TabularPreset, table: str | os.PathLike | None, cache_dir: Any) -> TreeTable:
-    """The preset's table: ``table``, else the shipped one, else the build cache's (built now for presets with
-    ``build_seeds``). ValueError naming the path for a damaged or stale file, or the command that builds it."""
+    """The preset's table: ``table``, else the shipped one, else one ``detgym build-tree`` left in the cache.
+    ValueError naming the path for a damaged or stale file, or the command that builds a missing one."""
     spec = preset.tree_spec()
     if table is not None:
         return TreeTable.load(table, spec)
     for path in (packaged_table(spec.preset, spec.decisions), _cached_table(spec, cache_dir)):
         if path.is_file():
-            loaded = TreeTable.load(path, spec)
-            if set(preset.build_seeds) <= set(loaded.complete_seeds()):
-                return loaded
-    if not preset.build_seeds:
-        check_positive_int("decisions", spec.decisions)
-        raise ValueError(f"no tree table of DetLossWeight preset {spec.preset!r} with {spec.decisions} decisions: "
-                         f"build it with `detgym build-tree --preset {spec.preset} --decisions {spec.decisions}`")
-    return build_tree(spec, preset.build_seeds, out=_cached_table(spec, cache_dir), cache_dir=cache_dir).table
+            return TreeTable.load(path, spec)
+    raise ValueError(f"no tree table of DetLossWeight preset {spec.preset!r} with {spec.decisions} decisions: build it "
+                     f"with `detgym build-tree --env {spec.env_id()} --decisions {spec.decisions} --out "
+                     f"{_cached_table(spec, cache_dir)}`")
 
 
 def _cached_table(spec: TreeSpec, cache_dir: Any) -> Path:

@@ -110,6 +110,14 @@ class DetLossWeightVectorEnv(VectorEnv):
 
         ``options``: ``{"model_seed": [N ints], "train_seed": int}`` (both optional) replace the drawn seeds.
         """
+        with self.envs[0].own_threads():
+            return self._reset(seed, options)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        with self.envs[0].own_threads():
+            return self._step(actions)
+
+    def _reset(self, seed: Any, options: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=None if isinstance(seed, (list, tuple)) else seed)
         seeds = self._sub_seeds(seed)
         model_opts, train_seed = self._parse_options(options)
@@ -136,11 +144,11 @@ class DetLossWeightVectorEnv(VectorEnv):
         self._obs = obs
         return obs.copy(), infos
 
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def _step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         if self._obs is None or self.trainer is None:
             raise ValueError("call reset() before step()")
         if self._autoreset.all():
-            obs, infos = self.reset()
+            obs, infos = self._reset(None, None)
             zeros = np.zeros(self.num_envs, dtype=bool)
             return obs, np.zeros(self.num_envs), zeros, zeros.copy(), infos
         actions = self._check_actions(actions)

@@ -3,32 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import gymnasium as gym
 from gymnasium import spaces
-from gymnasium.error import ResetNeeded
 
-from detgym.envs.base import DetectorEnv
-from detgym.train import NonFiniteLossError, atomic_torch_save, load_plain, resolve_device
+from detgym._hashing import stable_hash
+from detgym.envs.base import F32_MAX, CompareDefaults, DetectorEnv
+from detgym.envs.cache import LRU, cache_entry, load_entry, write_arrays, write_manifest
+from detgym.train import NonFiniteLossError, resolve_device
 
 from .features import image_features, pairwise_nearest
-from .lookup import Estimate, LookupTable, Reference
+from .lookup import Estimate, LookupTable, Reference, label_summary
 from .observation import DETECTION_STATS, N_EXTRA, row_features
 from .presets import PRESETS, SampleSelectPreset
 
 __all__ = ["DetSampleSelectEnv", "DetSampleSelectSeqEnv", "SampleSelectEnvBase"]
 
-_F32_MAX = float(np.finfo(np.float32).max)
-
 #: Initial detectors of the preset-loaded data, by (table_key, initial set): trained once per process.
-_INITIAL_CACHE: "OrderedDict[tuple[str, int], _Initial]" = OrderedDict()
-_INITIAL_CACHE_SIZE = 8
+_INITIALS: "LRU[tuple[str, int], _Initial]" = LRU(8)
+#: Layout version of the cached initial detectors and their features.
+INITIAL_FORMAT = 1
 
 
 @dataclass
@@ -135,25 +134,20 @@ class SampleSelectEnvBase(DetectorEnv):
     and ``render_mode`` (``None`` or ``"ansi"``). Bad values raise a one-line ValueError naming the parameter.
     """
 
-    metadata = {"render_modes": ["ansi"]}
     family = "sample_select"
     presets = PRESETS
+    reset_options = ("initial_set", "state")
+    # papers 002/003: random selection is the baseline
+    compare_defaults = CompareDefaults("random", ("random", "ppo"))
 
-    def __init__(
-        self,
-        preset: str = "default",
-        *,
-        train_set: Any = None,
-        val_set: Any = None,
-        log_dir: str | os.PathLike | None = None,
-        render_mode: str | None = None,
-        **overrides: Any,
-    ) -> None:
-        super().__init__()
-        self._setup(preset, overrides, splits={"train": train_set, "val": val_set}, log_dir=log_dir)
+    def __init__(self, preset: str = "default", *, train_set: Any = None, val_set: Any = None, **kwargs: Any) -> None:
+        super().__init__(preset, splits={"train": train_set, "val": val_set}, **kwargs)
         self.config: SampleSelectPreset
+        with self.own_threads():
+            self._configure(own_data=train_set is None and val_set is None)
+
+    def _configure(self, own_data: bool) -> None:
         cfg = self.config
-        self.render_mode = self._check_render_mode(render_mode, (None, "ansi"))
         self.train_set, self.val_set = self.substrate.train_set, self.substrate.val_set
         self.n_train = len(self.train_set)
         cfg.check_budget(self.n_train)
@@ -164,33 +158,30 @@ class SampleSelectEnvBase(DetectorEnv):
         self.batch, self.cycles = int(cfg.batch), int(cfg.cycles)
         #: Rows of the observation: M, or the whole unlabeled pool of the first cycle.
         self.n_rows = cfg.pool_draw if cfg.pool_draw is not None else self.n_train - cfg.initial_size
-        self.embed_dim = int(self.substrate.build_model(0).embed_dim)
+        self.embed_dim = int(self.substrate.probe.embed_dim)
         self.device = resolve_device(self.substrate.train_config.device)
-        self.observation_space = spaces.Box(-_F32_MAX, _F32_MAX, (self.n_rows, self.embed_dim + N_EXTRA), np.float32)
+        self.observation_space = spaces.Box(-F32_MAX, F32_MAX, (self.n_rows, self.embed_dim + N_EXTRA), np.float32)
         self.action_space = self._make_action_space()
-        own_data = train_set is None and val_set is None
-        self._initial_cache = _INITIAL_CACHE if own_data else OrderedDict()
-        #: Where initial detectors are kept between processes (``None`` for datasets passed in: no key for them).
-        self.initial_dir = _initial_dir(cfg) if own_data else None
+        self._initial_cache: LRU[tuple[str, int], _Initial] = _INITIALS if own_data else LRU(8)
+        #: Whether initial detectors are kept on disk between processes (not for datasets passed in: no key for them).
+        self.caches_initial = own_data
         #: MGRAL's look-up table (``reward_mode="lookup"``), else None.
         self.table: LookupTable | None = None
         if cfg.reward_mode == "lookup":
             self.table = LookupTable.open(cfg.table_file(), cfg.table_key(), cfg.to_dict())
         self.model: torch.nn.Module | None = None
         self._cycle_count = 0
-        self._done = True
 
     # ------------------------------------------------------------------ spaces
     def _make_action_space(self) -> spaces.Space:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ gym API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        if options and options.get("state") is not None:
+    def _reset(self, options: dict[str, Any]) -> tuple[np.ndarray, dict]:
+        if options.get("state") is not None:
             obs = self.load_state_dict(options["state"])
             return obs, {"initial_set": self._set, "cycle": self._cycle, "labeled": int(self._labeled.sum()),
                          "map": self._map, "resumed": True}
-        super().reset(seed=seed)
         k = self._initial_set_option(options)
         self._cycle_seeds = self._draw_seeds(self.cycles)
         self._set = k
@@ -211,7 +202,6 @@ class SampleSelectEnvBase(DetectorEnv):
             self.model = self._initial_model(k)
             info["metrics"] = dict(initial.metrics)
         info["map"] = self._map
-        self._done = False
         self._new_candidates()
         return self._observation(), info
 
@@ -237,12 +227,23 @@ class SampleSelectEnvBase(DetectorEnv):
         """The current episode's initial set."""
         return self._set
 
+    @property
+    def candidate_indices(self) -> np.ndarray:
+        """Train-split indices of this cycle's candidate rows (row j of the observation is image
+        ``candidate_indices[j]``; padding rows have none). Their labels stay hidden from agents: an oracle that
+        reads them (``detgym.agents.al_oracle``) marks the ceiling, it is not a strategy."""
+        return np.asarray(self._candidates, dtype=np.int64).copy()
+
     def selection_summary(self) -> np.ndarray:
-        """The look-up table's feature summary of the current labeled set (mean Φ_k of the images selected since
-        the initial set; see :mod:`.lookup`)."""
+        """The look-up table's key of the current labeled set (``table_summary``, see :mod:`.lookup`): the mean
+        Φ_k of the images selected since the initial set (``"embedding"``), or the labeled set's objects per class
+        (``"labels"``)."""
         added = np.concatenate(self._selections) if self._selections else np.zeros(0, dtype=np.int64)
         if added.size == 0:
             raise ValueError("no image has been selected yet in this episode")
+        if self.config.table_summary == "labels":
+            labels = [self.train_set.targets[int(i)]["labels"].numpy() for i in self.labeled_indices]
+            return label_summary(labels, int(self.train_set.num_classes))
         ref = self.reference(self._set)
         return ref.features[added].astype(np.float64).mean(axis=0).astype(np.float32)
 
@@ -278,7 +279,7 @@ class SampleSelectEnvBase(DetectorEnv):
         observation it had. Raises ValueError for a state of another configuration."""
         if state.get("config_key") != self.config.config_key():
             raise ValueError("state was saved by an env of another configuration (config_key differs)")
-        super().reset(seed=0)  # any seed: the generator's state is replaced below
+        gym.Env.reset(self, seed=0)  # any seed: the generator's state is replaced below
         self.np_random.bit_generator.state = json.loads(state["rng"])
         self._set, self._cycle, self._map = int(state["set"]), int(state["cycle"]), float(state["map"])
         self._trained_cycle, self._ignored = int(state["trained_cycle"]), int(state["ignored"])
@@ -317,7 +318,6 @@ class SampleSelectEnvBase(DetectorEnv):
         info["map"] = new_map
         terminated = i >= self.cycles
         if terminated:
-            self._done = True
             info["final_metrics"] = metrics if metrics is not None else {self.config.map_metric: new_map}
         else:
             self._new_candidates()
@@ -412,52 +412,37 @@ class SampleSelectEnvBase(DetectorEnv):
 
     # ------------------------------------------------------------------ initial detectors
     def _initial(self, k: int) -> _Initial:
-        """The detector trained on initial set ``k``: trained once, then kept in memory and on disk."""
-        key = (self.config.table_key(), int(k))
-        cache = self._initial_cache
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key]
-        initial = self._load_initial(k)
-        if initial is None:
-            seed = self.config.initial_model_seed + int(k)
-            labeled = list(self.initial_sets[k])
-            trainer = self.substrate.build_trainer(seed, seed, iterations=self.initial_iterations,
-                                                   train_set=self.train_set.subset(labeled))
-            trainer.fit(progress=False)
-            trainer.close()
-            state = {name: t.detach().cpu().clone() for name, t in trainer.model.state_dict().items()}
-            initial = _Initial(state, self._evaluate(trainer.model))
-            self._save_initial(k, initial)
-        cache[key] = initial
-        while len(cache) > _INITIAL_CACHE_SIZE:
-            cache.popitem(last=False)
-        return initial
+        """The detector trained on initial set ``k``: trained once, then kept in memory and in the cache."""
+        return self._initial_cache.get((self.config.table_key(), int(k)), lambda: self._cached_initial(k))
 
-    def _initial_file(self, k: int) -> Path | None:
-        return None if self.initial_dir is None else self.initial_dir / f"initial-{self.config.table_key()}-set{k}.pt"
+    def _train_initial(self, k: int) -> _Initial:
+        seed = self.config.initial_model_seed + int(k)
+        trainer = self.substrate.build_trainer(seed, seed, iterations=self.initial_iterations,
+                                               train_set=self.train_set.subset(list(self.initial_sets[k])))
+        trainer.fit(progress=False)
+        trainer.close()
+        state = {name: t.detach().cpu().clone() for name, t in trainer.model.state_dict().items()}
+        return _Initial(state, self._evaluate(trainer.model))
 
-    def _load_initial(self, k: int) -> _Initial | None:
-        path = self._initial_file(k)
-        if path is None or not path.is_file():
-            return None
-        try:
-            data = load_plain(path)
-            features = data.get("features")
-            return _Initial(dict(data["model"]), {str(n): float(v) for n, v in data["metrics"].items()},
-                            None if features is None else features.numpy(),
-                            None if features is None else data["stats"].numpy())
-        except (ValueError, KeyError, AttributeError, TypeError):  # damaged: trained again and overwritten
-            return None
+    def _initial_entry(self, k: int, kind: str) -> tuple[Path, str]:
+        key = stable_hash({"table": self.config.table_key(), "initial_set": int(k)})
+        return cache_entry("sample_select", kind, key, self.cache_dir), key
 
-    def _save_initial(self, k: int, initial: _Initial) -> None:
-        path = self._initial_file(k)
-        if path is None:
-            return
-        data: dict[str, Any] = {"model": initial.state, "metrics": dict(initial.metrics)}
-        if initial.features is not None:
-            data.update(features=torch.from_numpy(initial.features), stats=torch.from_numpy(initial.stats))
-        atomic_torch_save(data, path)
+    def _cached_initial(self, k: int) -> _Initial:
+        if not self.caches_initial:
+            return self._train_initial(k)
+        directory, key = self._initial_entry(k, "initial")
+
+        def build(tmp: Path) -> None:
+            initial = self._train_initial(k)
+            arrays = {name: t.numpy() for name, t in initial.state.items()}
+            write_manifest(tmp, "initial", key, INITIAL_FORMAT, {"detector.npz": write_arrays(tmp / "detector.npz",
+                                                                                            arrays)},
+                           initial_set=int(k), metrics=initial.metrics)
+
+        manifest, arrays = load_entry(directory, "initial", key, INITIAL_FORMAT, build)
+        state = {name: torch.from_numpy(np.array(a)) for name, a in arrays["detector.npz"].items()}
+        return _Initial(state, {str(n): float(v) for n, v in manifest["metrics"].items()})
 
     def _initial_model(self, k: int) -> torch.nn.Module:
         model = self.substrate.build_model(self.config.initial_model_seed + int(k))
@@ -465,11 +450,27 @@ class SampleSelectEnvBase(DetectorEnv):
         return model.to(self.device)
 
     def _initial_with_features(self, k: int) -> _Initial:
+        """The initial detector with Φ_k and the detection statistics of every train image (computed once, cached
+        beside the detector)."""
         initial = self._initial(k)
-        if initial.features is None:
-            model = self._initial_model(k)
-            initial.features, initial.stats = self._features(model, np.arange(self.n_train), stats=True)
-            self._save_initial(k, initial)
+        if initial.features is not None:
+            return initial
+
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            return self._features(self._initial_model(k), np.arange(self.n_train), stats=True)
+
+        if self.caches_initial:
+            directory, key = self._initial_entry(k, "initial-features")
+
+            def build(tmp: Path) -> None:
+                features, stats = compute()
+                files = {"features.npz": write_arrays(tmp / "features.npz", {"features": features, "stats": stats})}
+                write_manifest(tmp, "initial-features", key, INITIAL_FORMAT, files, initial_set=int(k))
+
+            _, arrays = load_entry(directory, "initial-features", key, INITIAL_FORMAT, build)
+            initial.features, initial.stats = arrays["features.npz"]["features"], arrays["features.npz"]["stats"]
+        else:
+            initial.features, initial.stats = compute()
         return initial
 
     def _lookup_reference(self, k: int) -> Reference:
@@ -518,7 +519,7 @@ class SampleSelectEnvBase(DetectorEnv):
         state = (self._cycle / self.cycles, float(self._labeled.sum()) / self.n_train, self._map,
                  (self.batch - int(self._picked.sum())) / rows)
         obs = row_features(emb, stats, nearest, picked, valid, state)
-        return np.clip(obs, -_F32_MAX, _F32_MAX)
+        return np.clip(obs, -F32_MAX, F32_MAX)
 
     def _current_nearest(self) -> np.ndarray:
         if not self._picked.any():
@@ -530,26 +531,14 @@ class SampleSelectEnvBase(DetectorEnv):
         valid[: len(self._candidates)] = True
         return valid
 
-    def _initial_set_option(self, options: dict[str, Any] | None) -> int:
-        k = (options or {}).get("initial_set")
+    def _initial_set_option(self, options: dict[str, Any]) -> int:
+        k = options.get("initial_set")
         if k is None:
             return int(self.np_random.integers(len(self.initial_sets)))
         n = len(self.initial_sets)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n:
             raise ValueError(f"options['initial_set'] must be an integer in 0..{n - 1} (the preset's initial sets), got {k!r}")
         return int(k)
-
-    def _check_running(self) -> None:
-        if self._done:
-            raise ResetNeeded("call reset() before step(): the episode has not started or is over")
-
-
-def _initial_dir(config: SampleSelectPreset) -> Path:
-    """``<digits cache_dir or detgym cache>/sample_select``: initial detectors live beside the data they saw."""
-    from detgym.data import cache_root
-
-    cache_dir = dict(config.dataset_kwargs).get("cache_dir")
-    return cache_root(cache_dir) / "sample_select"
 
 
 def _empty_target() -> dict[str, torch.Tensor]:
@@ -562,8 +551,7 @@ class DetSampleSelectEnv(SampleSelectEnvBase):
     def _make_action_space(self) -> spaces.Space:
         return spaces.Box(-1.0, 1.0, (self.n_rows,), np.float32)
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         scores = self._scores(action)
         valid = self._valid_rows()
         order = np.argsort(-scores[valid], kind="stable")  # ties: the lower row first
@@ -611,13 +599,11 @@ class DetSampleSelectSeqEnv(SampleSelectEnvBase):
             mask[: len(self._picked)] &= ~self._picked
         return mask
 
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        self._check_running()
+    def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         row = self._row(action)
         if not self.action_masks()[row]:
             self._ignored += 1
             truncated = self._ignored >= self.n_rows * self.cycles
-            self._done = truncated
             info = {"cycle": self._cycle, "ignored_action": True, "ignored_actions": self._ignored}
             return self._observation(), 0.0, False, truncated, info
         self._picked[row] = True
