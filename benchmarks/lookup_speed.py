@@ -70,7 +70,8 @@ def _random_episode(env: Any, seed: int, initial_set: int) -> list[dict[str, Any
     run_episode(env, RandomScores(env.n_rows, seed), seed=seed, options={"initial_set": initial_set},
                 callback=lambda step: rows.append({
                     "cycle": step.info["cycle"], "seconds": step.wall_s, "map": step.info["map"],
-                    "source": step.info.get("reward_source"), "summary": env.selection_summary().tolist()}))
+                    "source": step.info.get("reward_source"), "summary": env.selection_summary().tolist(),
+                    "added": np.setdiff1d(env.labeled_indices, env.initial_sets[initial_set]).tolist()}))
     return rows
 
 

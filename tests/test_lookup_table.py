@@ -63,6 +63,27 @@ def test_save_load_round_trip_is_atomic(tmp_path):
     assert np.array_equal(loaded.features[1], [1.0, 1.0]) and loaded.reference(0).initial_map == 0.1
 
 
+def test_records_keep_their_selections_and_format_2_files_still_load(tmp_path):
+    import io
+    import json
+
+    path = tmp_path / "t.npz"
+    table = _table(path, [(1, (0.0, 1.0), 0.2)])
+    table.add(0, 2, np.array([1.0, 1.0], np.float32), 0.3, selection=np.array([3, 1, 2]))
+    table.save()
+    loaded = LookupTable.load(path)
+    assert [s.tolist() for s in loaded.selections] == [[], [3, 1, 2]]
+    with np.load(path) as npz:  # the same file as format 2 wrote it: no selections
+        arrays = {k: npz[k] for k in npz.files if k != "rec_added"}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "format": 2}))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    old = LookupTable.load(path)
+    assert old.maps == loaded.maps and [s.size for s in old.selections] == [0, 0]
+
+
 def test_corrupt_truncated_and_mismatched_files_are_refused(tmp_path):
     path = tmp_path / "t.npz"
     _table(path, [(1, (0.0, 1.0), 0.2)]).save()

@@ -83,7 +83,9 @@ def _run_build_episode(env: Any, table: LookupTable, episode: int, seed: int) ->
     episode_seed = build_episode_seed(seed, episode)
 
     def record(step: Step) -> None:
-        table.add(k, step.info["cycle"], env.selection_summary(), step.info["map"], source="build", episode=episode)
+        added = np.setdiff1d(env.labeled_indices, env.initial_sets[k])
+        table.add(k, step.info["cycle"], env.selection_summary(), step.info["map"], source="build", episode=episode,
+                  selection=added)
 
     run_episode(env, RandomScores(env.n_rows, episode_seed), seed=episode_seed, options={"initial_set": k},
                 callback=record)

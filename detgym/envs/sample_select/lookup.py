@@ -17,6 +17,9 @@ batch"). Records are searched among those of the same initial set and cycle:
 The table also keeps, per initial set, the reference features of every train image and the initial detector's
 mAP, so a look-up episode needs no detector at all until the table refuses an estimate.
 
+Each record also keeps its selection (the train-split indices added since the initial set), so a table can be
+keyed again on another summary of the same measured selections without training anything.
+
 Storage: one ``.npz`` file of plain arrays plus a JSON header (``allow_pickle=False``: no pickle either way),
 written whole through :func:`detgym.data.io.atomic_write_bytes` (a crash leaves the previous file). The header
 holds the resolved configuration and its :meth:`~.presets.SampleSelectPreset.table_key`; a file built for
@@ -33,16 +36,18 @@ import secrets
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from detgym.data.io import atomic_write_bytes
 
-__all__ = ["Estimate", "LookupTable", "Reference", "SOURCES", "TABLE_FORMAT"]
+__all__ = ["Estimate", "LookupTable", "READ_FORMATS", "Reference", "SOURCES", "TABLE_FORMAT", "label_summary"]
 
-#: Version of the file layout; a file of another version is refused.
-TABLE_FORMAT = 2
+#: Version of the file layout written; a file of a version outside :data:`READ_FORMATS` is refused.
+TABLE_FORMAT = 3
+#: Layouts read: 2 (records without their selections) and 3.
+READ_FORMATS: tuple[int, ...] = (2, 3)
 #: How a record was measured: by ``detgym build-table`` (random selections) or by a look-up env's fallback.
 SOURCES: tuple[str, ...] = ("build", "fallback")
 
@@ -105,6 +110,8 @@ class LookupTable:
     episodes: list[int] = field(default_factory=list)
     #: A random 63-bit id per record: what :meth:`save` merges concurrent writers' records by.
     ids: list[int] = field(default_factory=list)
+    #: Train-split indices each record's selection added to the initial set (empty: not recorded, format 2).
+    selections: list[np.ndarray] = field(default_factory=list)
     #: Build episodes (``detgym build-table`` indices) whose records are all in the table.
     done: set[int] = field(default_factory=set)
 
@@ -145,8 +152,8 @@ class LookupTable:
     @classmethod
     def _from_arrays(cls, path: Path, arrays: dict[str, np.ndarray]) -> "LookupTable":
         meta = json.loads(str(arrays["meta"]))
-        if meta.get("format") != TABLE_FORMAT:
-            raise ValueError(f"file format {meta.get('format')!r}, this detgym reads format {TABLE_FORMAT}")
+        if meta.get("format") not in READ_FORMATS:
+            raise ValueError(f"file format {meta.get('format')!r}, this detgym reads formats {READ_FORMATS}")
         table = cls(path, str(meta["key"]), dict(meta["config"]), done={int(e) for e in meta["done"]})
         maps0 = arrays["ref_map"]
         for j, k in enumerate(arrays["ref_sets"].tolist()):
@@ -168,6 +175,10 @@ class LookupTable:
         table.sources = [int(v) for v in arrays["rec_source"]]
         table.episodes = [int(v) for v in arrays["rec_episode"]]
         table.ids = [int(v) for v in arrays["rec_id"]]
+        added = arrays.get("rec_added", np.full((n, 0), -1, dtype=np.int64))
+        if added.ndim != 2 or added.shape[0] != n:
+            raise ValueError(f"record selections of shape {added.shape} for {n} records")
+        table.selections = [row[row >= 0].astype(np.int64) for row in added]
         return table
 
     def save(self) -> Path:
@@ -191,7 +202,7 @@ class LookupTable:
         """The file's records (in its order), then this table's records the file does not have."""
         theirs = set(other.ids)
         keep = [r for r, i in enumerate(self.ids) if i not in theirs]
-        for name in ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids"):
+        for name in ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids", "selections"):
             setattr(self, name, list(getattr(other, name)) + [getattr(self, name)[r] for r in keep])
         self.done |= other.done
         for k, ref in other.references.items():
@@ -214,6 +225,7 @@ class LookupTable:
             "rec_source": np.array(self.sources, dtype=np.int8),
             "rec_episode": np.array(self.episodes, dtype=np.int64),
             "rec_id": np.array(self.ids, dtype=np.int64),
+            "rec_added": _padded(self.selections),
         }
         for k in sets:
             arrays[f"ref_features_{k}"] = self.references[k].features
@@ -245,8 +257,9 @@ class LookupTable:
         return ref.features[np.asarray(added, dtype=np.int64)].astype(np.float64).mean(axis=0).astype(np.float32)
 
     def add(self, set_id: int, cycle: int, feature: np.ndarray, value: float, source: str = "build",
-            episode: int = -1) -> int:
-        """Append one measured record; returns its row number."""
+            episode: int = -1, selection: np.ndarray | None = None) -> int:
+        """Append one measured record (``selection``: the train-split indices added to the initial set); returns
+        its row number."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
         self.set_ids.append(int(set_id))
@@ -256,6 +269,7 @@ class LookupTable:
         self.sources.append(SOURCES.index(source))
         self.episodes.append(int(episode))
         self.ids.append(secrets.randbits(63))
+        self.selections.append(np.zeros(0, np.int64) if selection is None else np.asarray(selection, np.int64).ravel())
         self._thresholds.pop((int(set_id), int(cycle)), None)
         return len(self.maps) - 1
 
@@ -314,3 +328,21 @@ class LookupTable:
             nearest=nearest,
             n_records=int(rows.size),
         )
+
+
+def label_summary(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """``log(1 + n_k)`` of the objects ``n_k`` of each class ``k`` in a labeled set (``labels``: each image's
+    category ids ``1..num_classes``), float32 ``[num_classes]``: the ``"labels"`` key of a table record. Labeled
+    sets of one size lie apart by how many objects they hold and how they spread over the classes, which is what
+    separates their mAPs where images without objects, near-duplicates and rare classes are common."""
+    ids = np.concatenate([np.asarray(x, dtype=np.int64).ravel() for x in labels]) if len(labels) else np.zeros(0)
+    counts = np.bincount(ids.astype(np.int64) - 1, minlength=num_classes)[:num_classes]
+    return np.log1p(counts).astype(np.float32)
+
+
+def _padded(rows: list[np.ndarray]) -> np.ndarray:
+    """Index rows of different lengths as one ``[n, longest]`` array padded with -1."""
+    out = np.full((len(rows), max((r.size for r in rows), default=0)), -1, dtype=np.int64)
+    for i, r in enumerate(rows):
+        out[i, : r.size] = r
+    return out

@@ -37,6 +37,7 @@ __all__ = [
     "PRESETS",
     "REWARD_MODES",
     "SampleSelectPreset",
+    "TABLE_SUMMARIES",
     "TRAINING_MODES",
     "draw_initial_sets",
 ]
@@ -48,9 +49,16 @@ LABEL_MODES: tuple[str, ...] = ("oracle", "pseudo")
 #: ``reward_mode`` values: train and evaluate for real, or estimate with the look-up table (MGRAL III-F).
 REWARD_MODES: tuple[str, ...] = ("real", "lookup")
 
+#: ``table_summary`` values: what the look-up table keys a labeled set by (see :mod:`.lookup`).
+TABLE_SUMMARIES: tuple[str, ...] = ("embedding", "labels")
+
 #: Fields that change neither which detector a labeled set gives nor its mAP: a look-up table built under one
 #: value serves the others (see :meth:`SampleSelectPreset.table_key`).
 _NOT_IN_TABLE_KEY: tuple[str, ...] = ("reward_mode", "table_path", "lookup_neighbours", "candidates", "device")
+
+#: Fields added after the -v0 presets were published, with their defaults: at the default a field is left out of
+#: :meth:`SampleSelectPreset.to_dict`, so the -v0 configuration, table and cache keys stay those published.
+_LATER_FIELDS: dict[str, Any] = {"table_summary": "embedding"}
 
 
 def draw_initial_sets(n_train: int, size: int, count: int, seed: int) -> tuple[tuple[int, ...], ...]:
@@ -93,6 +101,9 @@ class SampleSelectPreset(Substrate):
     table_path: str | None = None
     #: Nearest records averaged by the look-up estimate.
     lookup_neighbours: int = 5
+    #: What the look-up table keys a labeled set by: ``"embedding"``, MGRAL's mean reference feature Φ_k of the
+    #: images selected since the initial set; ``"labels"``, the labeled set's objects per class (see :mod:`.lookup`).
+    table_summary: str = "embedding"
     #: Published initial labeled sets (train-split indices); ``()``: draw ``n_initial_sets`` with
     #: :func:`draw_initial_sets` from ``initial_seed``.
     initial_sets: tuple[tuple[int, ...], ...] = ()
@@ -116,6 +127,7 @@ class SampleSelectPreset(Substrate):
         check_choice("training", self.training, TRAINING_MODES)
         check_choice("label_mode", self.label_mode, LABEL_MODES)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
+        check_choice("table_summary", self.table_summary, TABLE_SUMMARIES)
         check_choice("map_metric", self.map_metric, STAT_NAMES)
         t = self.pseudo_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 <= float(t) <= 1.0):
@@ -201,6 +213,10 @@ class SampleSelectPreset(Substrate):
         first = self.initial_iterations or int(recipe_iterations)
         cycle = self.cycle_iterations or max(1, math.ceil(int(recipe_iterations) / 10))
         return first, cycle
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-able data, except fields added after -v0 that hold their defaults."""
+        return {k: v for k, v in super().to_dict().items() if not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
     def table_key(self) -> str:
         """Hash of everything that decides a labeled set's measured mAP: a look-up table is valid only for
