@@ -62,6 +62,55 @@ def _check_target(t: Any, i: int, num_classes: int, what: str) -> Target:
     return new
 
 
+def _check_categories(
+    categories: list[dict[str, Any]], label_to_category_id: dict[int, int] | None
+) -> dict[int, int]:
+    """Check the categories' ids and return the label -> category id map (default: categories' order)."""
+    if not categories:
+        raise ValueError("categories must list at least one category ({'id': int, 'name': str})")
+    cat_ids = [c.get("id") for c in categories]
+    if len(set(cat_ids)) != len(cat_ids) or not all(isinstance(c, int) for c in cat_ids):
+        raise ValueError(f"categories must have unique integer 'id's, got {cat_ids}")
+    if label_to_category_id is None:
+        label_to_category_id = {k + 1: cid for k, cid in enumerate(cat_ids)}
+    mapping = {int(k): int(v) for k, v in label_to_category_id.items()}
+    if sorted(mapping) != list(range(1, len(cat_ids) + 1)) or set(mapping.values()) != set(cat_ids):
+        raise ValueError(
+            f"label_to_category_id must map labels 1..{len(cat_ids)} onto the category ids {cat_ids}, got {mapping}"
+        )
+    return mapping
+
+
+def _check_images(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    out = []
+    for i, img in enumerate(images):
+        if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
+            desc = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
+            raise ValueError(f"images[{i}] must be a uint8 tensor [3, H, W], got {desc}")
+        out.append(img)
+    return out
+
+
+def _check_ignored(ignored: Sequence[Target] | None, n: int, num_classes: int) -> list[Target]:
+    if ignored is None:
+        return [_empty_target() for _ in range(n)]
+    if len(ignored) != n:
+        raise ValueError(f"ignored has {len(ignored)} entries but images has {n}")
+    return [_check_target(t, i, num_classes, "ignored") for i, t in enumerate(ignored)]
+
+
+def _check_areas(areas: Sequence[torch.Tensor], targets: list[Target]) -> list[torch.Tensor]:
+    """``areas`` as float32 [N] tensors, one per target, with one entry per box."""
+    if len(areas) != len(targets):
+        raise ValueError(f"areas has {len(areas)} entries but images has {len(targets)}")
+    out = [torch.as_tensor(a, dtype=torch.float32).reshape(-1) for a in areas]
+    for i, a in enumerate(out):
+        if a.shape[0] != targets[i]["boxes"].shape[0]:
+            raise ValueError(f"areas[{i}] has {a.shape[0]} entries but targets[{i}] has "
+                             f"{targets[i]['boxes'].shape[0]} boxes")
+    return out
+
+
 class DetectionDataset:
     """One split of a detection dataset, held in memory.
 
@@ -104,35 +153,11 @@ class DetectionDataset:
             raise ValueError(f"targets has {len(targets)} entries but images has {n}")
         self.name = str(name)
         self.categories: list[dict[str, Any]] = [dict(c) for c in categories]
-        if not self.categories:
-            raise ValueError("categories must list at least one category ({'id': int, 'name': str})")
-        cat_ids = [c.get("id") for c in self.categories]
-        if len(set(cat_ids)) != len(cat_ids) or not all(isinstance(c, int) for c in cat_ids):
-            raise ValueError(f"categories must have unique integer 'id's, got {cat_ids}")
-        if label_to_category_id is None:
-            label_to_category_id = {k + 1: cid for k, cid in enumerate(cat_ids)}
-        self.label_to_category_id: dict[int, int] = {int(k): int(v) for k, v in label_to_category_id.items()}
-        if sorted(self.label_to_category_id) != list(range(1, len(cat_ids) + 1)) or set(
-            self.label_to_category_id.values()
-        ) != set(cat_ids):
-            raise ValueError(
-                f"label_to_category_id must map labels 1..{len(cat_ids)} onto the category ids {cat_ids}, "
-                f"got {self.label_to_category_id}"
-            )
+        self.label_to_category_id: dict[int, int] = _check_categories(self.categories, label_to_category_id)
         C = self.num_classes
-        self.images: list[torch.Tensor] = []
-        for i, img in enumerate(images):
-            if not isinstance(img, torch.Tensor) or img.dtype != torch.uint8 or img.ndim != 3 or img.shape[0] != 3:
-                desc = f"{img.dtype} {tuple(img.shape)}" if isinstance(img, torch.Tensor) else type(img).__name__
-                raise ValueError(f"images[{i}] must be a uint8 tensor [3, H, W], got {desc}")
-            self.images.append(img)
+        self.images: list[torch.Tensor] = _check_images(images)
         self.targets: list[Target] = [_check_target(t, i, C, "targets") for i, t in enumerate(targets)]
-        if ignored is None:
-            self.ignored: list[Target] = [_empty_target() for _ in range(n)]
-        else:
-            if len(ignored) != n:
-                raise ValueError(f"ignored has {len(ignored)} entries but images has {n}")
-            self.ignored = [_check_target(t, i, C, "ignored") for i, t in enumerate(ignored)]
+        self.ignored: list[Target] = _check_ignored(ignored, n, C)
         self.image_ids: list[int] = list(range(1, n + 1)) if image_ids is None else [int(x) for x in image_ids]
         if len(self.image_ids) != n or len(set(self.image_ids)) != n:
             raise ValueError(f"image_ids must be {n} unique integers")
@@ -141,16 +166,7 @@ class DetectionDataset:
         )
         if len(self.file_names) != n:
             raise ValueError(f"file_names has {len(self.file_names)} entries but images has {n}")
-        if areas is None:
-            self.areas: list[torch.Tensor] | None = None
-        else:
-            if len(areas) != n:
-                raise ValueError(f"areas has {len(areas)} entries but images has {n}")
-            self.areas = [torch.as_tensor(a, dtype=torch.float32).reshape(-1) for a in areas]
-            for i, a in enumerate(self.areas):
-                if a.shape[0] != self.targets[i]["boxes"].shape[0]:
-                    raise ValueError(f"areas[{i}] has {a.shape[0]} entries but targets[{i}] has "
-                                     f"{self.targets[i]['boxes'].shape[0]} boxes")
+        self.areas: list[torch.Tensor] | None = None if areas is None else _check_areas(areas, self.targets)
         self.info: dict[str, Any] = dict(info or {})
 
     # ------------------------------------------------------------------ basics

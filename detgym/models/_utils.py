@@ -132,6 +132,26 @@ def check_targets(images: Any, targets: Any, num_object_classes: int) -> None:
     one target per image, float boxes ``[N, 4]`` in xyxy with x2 > x1 and y2 > y1, finite coordinates,
     int64 labels ``[N]`` in ``1..num_object_classes`` (0 is background and never a ground-truth label).
     """
+    _check_batch_layout(images, targets)
+    # One vectorised test for the whole batch keeps the hot path cheap; the search below only runs on failure.
+    boxes = torch.cat([t["boxes"] for t in targets])
+    labels = torch.cat([t["labels"] for t in targets])
+    if boxes.numel() == 0:
+        return
+    if bool((_bad_labels(labels, num_object_classes) | _bad_boxes(boxes)).any()):
+        _raise_first_bad_value(targets, num_object_classes)
+
+
+def _bad_labels(labels: Tensor, num_object_classes: int) -> Tensor:
+    return (labels < 1) | (labels > num_object_classes)
+
+
+def _bad_boxes(boxes: Tensor) -> Tensor:
+    return ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+
+
+def _check_batch_layout(images: Any, targets: Any) -> None:
+    """One target per image, each a dict of a float ``[N, 4]`` boxes tensor and an int64 ``[N]`` labels tensor."""
     if targets is None:
         raise ValueError("targets must be given in training mode (a list of dicts with 'boxes' and 'labels')")
     if not isinstance(images, (list, tuple)) or not all(isinstance(im, Tensor) and im.dim() == 3 for im in images):
@@ -140,29 +160,28 @@ def check_targets(images: Any, targets: Any, num_object_classes: int) -> None:
         n = len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__
         raise ValueError(f"targets must be a list with one dict per image ({len(images)} images), got {n}")
     for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
-            raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
-        boxes, labels = t["boxes"], t["labels"]
-        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
-            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-            raise ValueError(f"targets[{i}]['boxes'] must be a float tensor [N, 4] (xyxy pixels), got {shape}")
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
-            what = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
-            raise ValueError(
-                f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}] matching the boxes, got {what}"
-            )
-    # One vectorised test for the whole batch keeps the hot path cheap; the loop below only runs on failure.
-    boxes = torch.cat([t["boxes"] for t in targets])
-    labels = torch.cat([t["labels"] for t in targets])
-    if boxes.numel() == 0:
-        return
-    bad_labels = (labels < 1) | (labels > num_object_classes)
-    bad_boxes = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-    if not bool((bad_labels | bad_boxes).any()):
-        return
+        _check_target_layout(t, i)
+
+
+def _check_target_layout(t: Any, i: int) -> None:
+    if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+        raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
+    boxes, labels = t["boxes"], t["labels"]
+    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4 or not boxes.is_floating_point():
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"targets[{i}]['boxes'] must be a float tensor [N, 4] (xyxy pixels), got {shape}")
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
+        what = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(
+            f"targets[{i}]['labels'] must be an int64 tensor [{boxes.shape[0]}] matching the boxes, got {what}"
+        )
+
+
+def _raise_first_bad_value(targets: Sequence[dict[str, Tensor]], num_object_classes: int) -> None:
+    """Raise a ValueError naming the first out-of-range label or invalid box, image by image."""
     for i, t in enumerate(targets):
         lab = t["labels"]
-        bl = (lab < 1) | (lab > num_object_classes)
+        bl = _bad_labels(lab, num_object_classes)
         if bool(bl.any()):
             j = int(torch.nonzero(bl)[0])
             raise ValueError(
@@ -170,7 +189,7 @@ def check_targets(images: Any, targets: Any, num_object_classes: int) -> None:
                 f"1..{num_object_classes} (num_classes={num_object_classes}; 0 is background)"
             )
         b = t["boxes"]
-        bb = ~torch.isfinite(b).all(dim=1) | (b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])
+        bb = _bad_boxes(b)
         if bool(bb.any()):
             j = int(torch.nonzero(bb)[0])
             raise ValueError(

@@ -290,6 +290,22 @@ def build_detector(
         ValueError: unknown family / backbone / combination, bad num_classes / image_size, pretrained
             weights where none exist, unknown override names.
     """
+    _check_family_backbone_classes(family, backbone, num_classes)
+    k = num_classes + 1
+    _check_overrides(family, backbone, overrides)
+    if backbone == "tiny":
+        if weights is not None or weights_backbone is not None:
+            raise ValueError(
+                "weights / weights_backbone must be None for the tiny backbone (no pretrained weights exist)"
+            )
+        return _build_tiny(family, k, res_fpn, _size_kwargs(image_size, _TINY_IMAGE_SIZE), overrides)
+    size_kw = _size_kwargs(image_size, None)
+    if (family, backbone) in _TORCHVISION_BUILDERS:
+        return _build_torchvision(family, backbone, k, res_fpn, weights, weights_backbone, size_kw, overrides)
+    return _build_mobilenet_one_stage(family, k, res_fpn, weights, weights_backbone, size_kw, overrides)
+
+
+def _check_family_backbone_classes(family: str, backbone: str, num_classes: Any) -> None:
     check_choice("family", family, FAMILIES)
     check_choice("backbone", backbone, BACKBONES)
     if (family, backbone) not in _COMBINATIONS:
@@ -299,40 +315,50 @@ def build_detector(
         raise ValueError(
             f"num_classes must be a positive int (object classes, labels 1..num_classes), got {num_classes!r}"
         )
-    k = num_classes + 1
-    _check_overrides(family, backbone, overrides)
 
-    if backbone == "tiny":
-        if weights is not None or weights_backbone is not None:
-            raise ValueError(
-                "weights / weights_backbone must be None for the tiny backbone (no pretrained weights exist)"
-            )
-        return _build_tiny(family, k, res_fpn, _size_kwargs(image_size, _TINY_IMAGE_SIZE), overrides)
 
+def _build_torchvision(
+    family: str,
+    backbone: str,
+    k: int,
+    res_fpn: bool,
+    weights: Optional[Any],
+    weights_backbone: Optional[Any],
+    size_kw: dict[str, int],
+    overrides: dict[str, Any],
+) -> nn.Module:
+    """A model from torchvision's own builder (optionally with its pretrained weights), adopted as level-aware."""
     names = _level_names_of(family, backbone)
-    size_kw = _size_kwargs(image_size, None)
+    builder = _TORCHVISION_BUILDERS[(family, backbone)]
+    if weights is not None:
+        weights = _weights_enum(builder, "weights").verify(weights)
+    if weights_backbone is not None:
+        weights_backbone = _weights_enum(builder, "weights_backbone").verify(weights_backbone)
+    kw: dict[str, Any] = {**size_kw, **overrides}
+    if weights is None:
+        kw["num_classes"] = k
+    with warnings.catch_warnings():
+        # torchvision warns that trainable_backbone_layers is ignored without pretrained weights.
+        warnings.filterwarnings("ignore", message="Changing trainable_backbone_layers")
+        # weights_backbone is passed explicitly: fasterrcnn_mobilenet_v3_large_fpn defaults to ImageNet.
+        model = builder(weights=weights, weights_backbone=weights_backbone, **kw)
+    if weights is not None and k != 91:
+        _replace_class_layers(model, k)
+    if res_fpn:
+        model.backbone = ResFPN(model.backbone, len(names))
+    return _adopt(model, names)
 
-    if (family, backbone) in _TORCHVISION_BUILDERS:
-        builder = _TORCHVISION_BUILDERS[(family, backbone)]
-        if weights is not None:
-            weights = _weights_enum(builder, "weights").verify(weights)
-        if weights_backbone is not None:
-            weights_backbone = _weights_enum(builder, "weights_backbone").verify(weights_backbone)
-        kw: dict[str, Any] = {**size_kw, **overrides}
-        if weights is None:
-            kw["num_classes"] = k
-        with warnings.catch_warnings():
-            # torchvision warns that trainable_backbone_layers is ignored without pretrained weights.
-            warnings.filterwarnings("ignore", message="Changing trainable_backbone_layers")
-            # weights_backbone is passed explicitly: fasterrcnn_mobilenet_v3_large_fpn defaults to ImageNet.
-            model = builder(weights=weights, weights_backbone=weights_backbone, **kw)
-        if weights is not None and k != 91:
-            _replace_class_layers(model, k)
-        if res_fpn:
-            model.backbone = ResFPN(model.backbone, len(names))
-        return _adopt(model, names)
 
-    # One-stage mobilenet_v3: torchvision has no builder (nor COCO weights) for these.
+def _build_mobilenet_one_stage(
+    family: str,
+    k: int,
+    res_fpn: bool,
+    weights: Optional[Any],
+    weights_backbone: Optional[Any],
+    size_kw: dict[str, int],
+    overrides: dict[str, Any],
+) -> nn.Module:
+    """RetinaNet / FCOS on mobilenet_v3: torchvision has no builder (nor COCO weights) for these."""
     if weights is not None:
         raise ValueError(
             f"no pretrained detector weights exist for {family} with mobilenet_v3; "

@@ -94,30 +94,7 @@ def assign_image_ids(files: Sequence[Path], ann: str | os.PathLike[str] | None =
     """Image ids of ``files`` (see the module docstring) and where they came from."""
     if ann is not None:
         ann = Path(ann).expanduser()
-        if not ann.is_file():
-            raise FileNotFoundError(f"--ann annotation file not found: {ann}")
-        try:
-            data = json.loads(ann.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"--ann {ann}: malformed JSON ({exc})") from exc
-        images = data.get("images") if isinstance(data, dict) else None
-        if not isinstance(images, list):
-            raise ValueError(f"--ann {ann}: expected a COCO JSON object with an 'images' list")
-        by_name: dict[str, int] = {}
-        for k, im in enumerate(images):
-            if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or isinstance(im.get("id"), bool) \
-                    or not isinstance(im.get("id"), int):
-                raise ValueError(f"--ann {ann}: images[{k}] needs an integer 'id' and a string 'file_name'")
-            by_name.setdefault(im["file_name"], im["id"])
-            by_name.setdefault(Path(im["file_name"]).name, im["id"])
-        ids = []
-        for f in files:
-            if f.name not in by_name:
-                raise ValueError(f"image file {f} is not listed in --ann {ann} (its 'images' file names)")
-            ids.append(int(by_name[f.name]))
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"--ann {ann} gives two image files the same id")
-        return ids, f"ids from {ann.name}"
+        return _ids_from_ann(files, ann), f"ids from {ann.name}"
     if files:
         sibling = files[0].parent.with_name(files[0].parent.name + ".json")
         if sibling.is_file():
@@ -130,6 +107,40 @@ def assign_image_ids(files: Sequence[Path], ann: str | os.PathLike[str] | None =
     if all(re.fullmatch(r"\d+", s) for s in stems) and len({int(s) for s in stems}) == len(stems):
         return [int(s) for s in stems], "ids from the file names"
     return list(range(1, len(files) + 1)), "ids 1..N in file-name order"
+
+
+def _ids_from_ann(files: Sequence[Path], ann: Path) -> list[int]:
+    """The ids that the COCO JSON ``ann`` gives ``files`` by file name; each file must be listed once."""
+    by_name = _ann_ids_by_name(ann)
+    ids = []
+    for f in files:
+        if f.name not in by_name:
+            raise ValueError(f"image file {f} is not listed in --ann {ann} (its 'images' file names)")
+        ids.append(int(by_name[f.name]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"--ann {ann} gives two image files the same id")
+    return ids
+
+
+def _ann_ids_by_name(ann: Path) -> dict[str, int]:
+    """File name (as listed, and its base name) -> image id, from the ``images`` of the COCO JSON ``ann``."""
+    if not ann.is_file():
+        raise FileNotFoundError(f"--ann annotation file not found: {ann}")
+    try:
+        data = json.loads(ann.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--ann {ann}: malformed JSON ({exc})") from exc
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise ValueError(f"--ann {ann}: expected a COCO JSON object with an 'images' list")
+    by_name: dict[str, int] = {}
+    for k, im in enumerate(images):
+        if not isinstance(im, dict) or not isinstance(im.get("file_name"), str) or isinstance(im.get("id"), bool) \
+                or not isinstance(im.get("id"), int):
+            raise ValueError(f"--ann {ann}: images[{k}] needs an integer 'id' and a string 'file_name'")
+        by_name.setdefault(im["file_name"], im["id"])
+        by_name.setdefault(Path(im["file_name"]).name, im["id"])
+    return by_name
 
 
 def _batches(files: Sequence[Path], batch_size: int, workers: int) -> Iterator[tuple[int, list[torch.Tensor]]]:
@@ -196,8 +207,9 @@ def predict_directory(
         FileNotFoundError: the run, its checkpoint, the image directory or ``ann`` is missing (naming it).
         ValueError: an unreadable image file (naming it), a malformed ``ann``, a bad threshold.
     """
-    from detgym.train import predict_batches, resolve_device
     from tqdm.auto import tqdm
+
+    from detgym.train import predict_batches, resolve_device
 
     if batch_size < 1:
         raise ValueError(f"--batch-size = {batch_size} is invalid; accepted: an integer >= 1")
