@@ -44,15 +44,16 @@ THREADS = 1
 LEARNING_AP50 = 0.5
 BOOTSTRAP_RESAMPLES = 10_000
 OUT = Path("runs/signal.json")
+FIGURE_MIN_WIDTH = 5.5  # inches
 
 #: Candidate presets: name -> (registered preset, env overrides). What each tests is in the comment.
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
-    # DetLossWeight-v0's default before issue 13: retinanet-tiny, 128 px, 1500 iterations, alpha 20, lambdas
-    # (1.5, 1.0) as in the paper. Issue 13 measured (5 seeds): uniform 0.401, a1 0.399, a2 0.421 final val AP.
+    # DetLossWeight-v0's first default: retinanet-tiny, 128 px, 1500 iterations, alpha 20, lambdas (1.5, 1.0) as
+    # in the paper. Measured (5 seeds): uniform 0.401, a1 0.399, a2 0.421 final val AP.
     "retinanet": ("retinanet", {}),
     # the same detector and schedule, stronger decisions: eq. 5's lambdas (4, 3) give an enhanced level up to
     # 1 + 4 x its loss share instead of 1 + 1.5 x share. The same configuration as the preset "retinanet-lambda4",
-    # DetLossWeight-v0's default since issue 13 (chosen by this benchmark)
+    # DetLossWeight-v0's default (chosen by this benchmark)
     "retinanet-lambda4": ("retinanet", {"lambdas": (4.0, 3.0)}),
     # cheaper: fcos-tiny learns faster per iteration (AP50 0.54 after a 1000-iteration schedule, measured), 0.9 x a
     # retinanet iteration's CPU; ~98% of its loss is on P3 at 128 px. Seed 0: AP50 0.37-0.49, below "learning"
@@ -153,38 +154,43 @@ def plot(path: Path, rows: dict[str, dict[str, Any]]) -> None:
     names = list(rows)
     mean = np.array([rows[n]["diff_mean"] for n in names])
     err = np.nan_to_num(np.array([[m - rows[n]["ci_low"], rows[n]["ci_high"] - m] for n, m in zip(names, mean)]).T)
-    fig, ax = plt.subplots(figsize=(1.4 * len(names) + 2, 3.5))
+    # wide enough for the title with a single candidate; constrained layout keeps every label inside the figure
+    fig, ax = plt.subplots(figsize=(max(1.4 * len(names) + 2, FIGURE_MIN_WIDTH), 3.5), layout="constrained")
     ax.errorbar(names, mean, yerr=err, fmt="o", capsize=4)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set_ylabel("final val AP, best - worst scheme\n(paired mean, 95% bootstrap CI)")
-    ax.set_title("DetLossWeight: does the weighting scheme matter?")
+    fig.suptitle("DetLossWeight: does the weighting scheme matter?")
     ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
+    for label in ax.get_xticklabels():
+        label.set(ha="right", rotation_mode="anchor")  # a rotated label ends under its tick, not past the edge
     atomic_savefig(fig, path, dpi=120)
 
 
 # ---------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidates", nargs="+", default=[c for c in CANDIDATES if c != "test"], choices=list(CANDIDATES))
     p.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     p.add_argument("--workers", type=int, default=WORKERS)
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from tqdm.auto import tqdm
 
+def load_store(args: argparse.Namespace) -> dict[str, Any]:
+    """The results file (or a new one) with this invocation's settings."""
     store = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     store["settings"] = {"schemes": SCHEME_NAMES, "threads": args.threads, "workers": args.workers,
                          "candidates": {c: CANDIDATES[c] for c in args.candidates}}
-    runs: dict[str, Any] = store["runs"]
-    # seed-major: every candidate gets its first seeds first, so an interrupted search is balanced
-    todo = [(c, s) for s in args.seeds for c in args.candidates if run_key(c, s) not in runs]
-    print(f"{len(runs)} runs in {args.out}, {len(todo)} to do")
+    return store
+
+
+def run_all(todo: list[tuple[str, int]], store: dict[str, Any], args: argparse.Namespace) -> None:
+    """Run every (candidate, seed) of ``todo``, saving the store atomically after each."""
+    from tqdm.auto import tqdm
 
     def save(rec: dict[str, Any]) -> None:
-        runs[rec["key"]] = rec
+        store["runs"][rec["key"]] = rec
         atomic_write_bytes(args.out, json.dumps(store, indent=1).encode())
 
     with tqdm(total=len(todo), desc="signal", unit="run") as bar:
@@ -199,12 +205,28 @@ def main(argv: list[str] | None = None) -> int:
                     save(f.result())  # only the parent writes the file
                     bar.update(1)
 
+
+def summarize_candidates(runs: dict[str, Any], candidates: list[str], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """The statistics of each candidate over the requested seeds it has runs for."""
     rows = {}
-    for c in args.candidates:
+    for c in candidates:
         mine = [r for r in runs.values() if r["key"].rsplit("|", 1)[0] == run_key(c, 0).rsplit("|", 1)[0]
-                and r["seed"] in args.seeds]
+                and r["seed"] in seeds]
         if mine:
             rows[c] = summarize(mine)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    store = load_store(args)
+    runs: dict[str, Any] = store["runs"]
+    # seed-major: every candidate gets its first seeds first, so an interrupted search is balanced
+    todo = [(c, s) for s in args.seeds for c in args.candidates if run_key(c, s) not in runs]
+    print(f"{len(runs)} runs in {args.out}, {len(todo)} to do")
+    run_all(todo, store, args)
+
+    rows = summarize_candidates(runs, args.candidates, args.seeds)
     print(f"\nfinal val AP of the constant schemes, paired by seed ({len(args.seeds)} seeds requested)")
     print_summary(rows)
     summary_path = args.out.with_suffix(".summary.json")
