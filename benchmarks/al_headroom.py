@@ -1,7 +1,7 @@
 """Headroom of DetSampleSelect presets: does the choice of images matter more than the noise of retraining?
 
     python -m benchmarks.al_headroom                                   # screen the candidate pools (3 seeds)
-    python -m benchmarks.al_headroom --pools v0,default-v1 --seeds 0,1,2,3,4 --best-of 4   # confirm, with best-of-K
+    python -m benchmarks.al_headroom --pools digits-pool --seeds 0,1,2,3,4 --best-of 3   # confirm, with best-of-K
     python -m benchmarks.al_headroom --pools test --seeds 0 --best-of 2 --noise-repeats 1   # a smoke run: seconds
 
 A benchmark of selection strategies is only worth running where some selection beats random selection by more
@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         env = _make_env(pool)
         config_key = env.config.config_key()
         records = read_runs(units_file).records
-        todo = [(s, u) for s in settings.seeds for u in _units(settings)
+        # every seed's unit before the next unit (a replay after what it replays): the cheap oracle's ratio first
+        todo = [(s, u) for u in _units(settings) for s in settings.seeds
                 if f"{config_key}/seed{s}/{u}" not in records]
         for seed, unit in tqdm(todo, desc=f"headroom {pool}", unit="episode"):
             result = _run_unit(env, seed, unit, records, f"{config_key}/seed{seed}")

@@ -34,6 +34,8 @@ from detgym.metrics import STAT_NAMES
 __all__ = [
     "DIGITS_INITIAL_SETS",
     "LABEL_MODES",
+    "POOL_INITIAL_SETS",
+    "POOL_TAIL",
     "PRESETS",
     "REWARD_MODES",
     "SampleSelectPreset",
@@ -246,6 +248,24 @@ DIGITS_INITIAL_SETS: tuple[tuple[int, ...], ...] = (
     (16, 22, 27, 39, 41, 49, 78, 93, 97, 113, 123, 132, 136, 137, 140, 150, 169, 172, 205, 306, 313, 330, 333, 334),
 )
 
+#: Digit k of the ``digits-pool`` train split has probability proportional to 0.8^k (digit 0: 22%, digit 9: 3%).
+POOL_TAIL: tuple[float, ...] = tuple(float(x) for x in 0.8 ** np.arange(10) / (0.8 ** np.arange(10)).sum())
+
+#: The ``digits-pool`` data: 480 train images of which half hold no digit, a fifth are near-duplicates (clusters
+#: of 4), digits long-tailed, a tenth of the images (every split) hard; val balanced, 120 images.
+_POOL_64 = frozen(
+    train_size=480, val_size=120, test_size=0, min_digit_height=16.0, max_digit_height=56.0, max_digits=3,
+    class_frequencies=POOL_TAIL, empty_fraction=0.5, duplicate_fraction=0.2, duplicate_cluster_size=4,
+    hard_fraction=0.1,
+)
+
+#: The published initial labeled sets of the ``digits-pool`` preset: ``draw_initial_sets(480, 24, 3, seed=0)``.
+POOL_INITIAL_SETS: tuple[tuple[int, ...], ...] = (
+    (1, 7, 18, 34, 81, 124, 132, 141, 234, 236, 257, 265, 285, 291, 299, 303, 321, 344, 378, 388, 389, 427, 445, 457),
+    (0, 1, 18, 27, 29, 51, 105, 110, 117, 119, 139, 236, 238, 256, 294, 343, 370, 407, 414, 443, 454, 455, 460, 469),
+    (22, 30, 37, 53, 55, 67, 105, 124, 131, 153, 164, 177, 184, 185, 187, 202, 227, 230, 277, 413, 417, 447, 448, 470),
+)
+
 #: Preset name -> preset; ``PRESETS.default`` is the one behind ``DetSampleSelect-v0``.
 PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
     {
@@ -268,6 +288,25 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
             cycle_iterations=150,
             map_metric="AP50",
             initial_sets=DIGITS_INITIAL_SETS,
+        ),
+        # CPU default of DetSampleSelect-v1: the ``digits`` protocol on a pool with the structure of real unlabeled
+        # data (see _POOL_64), where the choice of images matters (benchmarks.al_headroom). The look-up table keys a
+        # labeled set by its objects per class.
+        "digits-pool": SampleSelectPreset(
+            "fcos-tiny",
+            image_size=64,
+            dataset_kwargs=_POOL_64,
+            train_overrides=frozen(lr=4e-3, warmup_iters=20, eval_batch_size=40),
+            device="cpu",
+            initial_size=24,
+            batch=24,
+            cycles=5,
+            candidates=144,
+            initial_iterations=400,
+            cycle_iterations=150,
+            map_metric="AP50",
+            initial_sets=POOL_INITIAL_SETS,
+            table_summary="labels",
         ),
         # GPU: the paper's VOC protocol (1000 + 1000 per cycle, 10 cycles; M = 5000 so that every cycle of
         # VOC07+12 trainval, 16551 images, can show M). The digits set stands in until dataset=<VOC / COCO path>.
@@ -301,6 +340,27 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
             cycle_iterations=6,
             map_metric="AP50",
             n_initial_sets=2,
+        ),
+        # -Test of DetSampleSelect-v1: ``test`` on a pool with empty images, near-duplicates and a class tail
+        "test-pool": SampleSelectPreset(
+            "fcos-tiny",
+            image_size=32,
+            dataset_kwargs=frozen(
+                train_size=24, val_size=8, test_size=0, min_digit_height=6.0, max_digit_height=24.0, max_digits=2,
+                class_frequencies=POOL_TAIL, empty_fraction=0.25, duplicate_fraction=0.25, duplicate_cluster_size=3,
+            ),
+            train_overrides=frozen(batch_size=4, lr=4e-3, warmup_iters=2, eval_batch_size=8),
+            model_overrides=frozen(fpn_channels=16, head_num_convs=1, score_thresh=0.05),
+            device="cpu",
+            initial_size=4,
+            batch=2,
+            cycles=2,
+            candidates=6,
+            initial_iterations=40,
+            cycle_iterations=6,
+            map_metric="AP50",
+            n_initial_sets=2,
+            table_summary="labels",
         ),
     },
     default="digits",
