@@ -59,7 +59,7 @@ def check_backend(backend: str, ray_address: str | None = None) -> None:
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except OSError as err:
-            raise ValueError(f"ray_address {ray_address}: no Ray cluster answers there ({err})") from None
+            raise ValueError(f"--ray-address {ray_address}: no Ray cluster answers there ({err})") from None
 
 
 class JobPool:
@@ -90,17 +90,27 @@ class JobPool:
 
 
 # ------------------------------------------------------------------------------------------------ in-process
-def _inline_pool(threads: int) -> Iterator[JobPool]:
-    def submit(fn: Callable, args: tuple) -> Future:
-        future: Future = Future()
-        try:
-            with torch_threads(threads):
-                future.set_result(fn(*args))
-        except Exception as err:  # noqa: BLE001  reported through result()
-            future.set_exception(err)
-        return future
+class _Deferred:
+    """An inline job: run when the caller waits for it, so results arrive one by one as they do from workers."""
 
-    yield JobPool(submit, lambda handles: (handles[:1], handles[1:]), lambda f: f.result())
+    def __init__(self, fn: Callable, args: tuple, threads: int) -> None:
+        self.fn, self.args, self.threads = fn, args, threads
+        self.future: Future = Future()
+
+    def run(self) -> None:
+        try:
+            with torch_threads(self.threads):
+                self.future.set_result(self.fn(*self.args))
+        except Exception as err:  # noqa: BLE001  reported through result()
+            self.future.set_exception(err)
+
+
+def _inline_pool(threads: int) -> Iterator[JobPool]:
+    def wait_any(handles: list) -> tuple[list, list]:
+        handles[0].run()
+        return handles[:1], handles[1:]
+
+    yield JobPool(lambda fn, args: _Deferred(fn, args, threads), wait_any, lambda job: job.future.result())
 
 
 # -------------------------------------------------------------------------------------------- worker processes
@@ -170,9 +180,10 @@ def _ray_pool(workers: int, threads: int, address: str | None) -> Iterator[JobPo
         ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
                  log_to_driver=False)
     handles: list[Any] = []
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
 
     def submit(fn: Callable, args: tuple) -> Any:
-        ref = ray.remote(_with_threads).options(num_cpus=threads).remote(threads, fn, *args)
+        ref = ray.remote(_with_threads).options(num_cpus=threads, num_gpus=gpus).remote(threads, fn, *args)
         handles.append(ref)
         return ref
 
@@ -199,7 +210,7 @@ def _with_threads(threads: int, fn: Callable, *args: Any) -> Any:
 def job_pool(workers: int = 1, *, backend: str = "process", threads: int = 1, preload: Sequence[str] = (),
              ray_address: str | None = None) -> Iterator[JobPool]:
     """A :class:`JobPool`: ``workers`` == 1 with the process backend runs each job in this process when it is
-    submitted; K > 1 runs K worker processes (forkserver preloading ``preload`` modules); ``backend="ray"`` runs Ray
+    waited for; K > 1 runs K worker processes (forkserver preloading ``preload`` modules); ``backend="ray"`` runs Ray
     tasks on a local instance of ``workers`` CPUs, or on the cluster at ``ray_address``. Every job runs with
     ``threads`` torch threads. Leaving the block stops the workers (a job still running is lost; its caller
     resumes it)."""

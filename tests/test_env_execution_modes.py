@@ -103,18 +103,20 @@ if __name__ == "__main__":
 '''
 
 
-def _run(ids: list[str]) -> dict:
+def _run(ids: list[str], tmp_path: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("OMP_NUM_THREADS", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT, *ids], cwd=REPO, env=env, capture_output=True, text=True,
+    script = tmp_path / "modes.py"  # a file: forkserver and spawn workers import its functions by name
+    script.write_text(SCRIPT)
+    out = subprocess.run([sys.executable, str(script), *ids], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
 
 
-def test_every_test_id_gives_the_same_rewards_in_every_execution_mode():
-    results = _run(env_ids(test=True))
+def test_every_test_id_gives_the_same_rewards_in_every_execution_mode(tmp_path):
+    results = _run(env_ids(test=True), tmp_path)
     for env_id, modes in results.items():
         reference = modes["inline"]
         assert all(len(r) >= 1 for r in reference), env_id

@@ -27,6 +27,12 @@ METRICS: tuple[str, ...] = ("AP", "return")
 ALL_ENVS = "all envs"
 
 
+def _metrics(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """AP, return, then the info metrics the records carry (``record["info_metrics"]`` names them)."""
+    extra = [m for r in records for m in r.get("info_metrics", ())]
+    return list(dict.fromkeys([*METRICS, *extra])) if records else []
+
+
 def _by_seed(records: Sequence[Mapping[str, Any]], env_id: str, agent: str, metric: str) -> dict[int, float]:
     return {r["seeds"]["run"]: float(r[metric]) for r in records
             if r["env"]["id"] == env_id and r["agent"]["name"] == agent and metric in r}
@@ -66,7 +72,7 @@ def summary_rows(records: Sequence[Mapping[str, Any]], agents: Mapping[str, Sequ
     rows: list[dict[str, Any]] = []
     for env_id in env_ids:
         env_records = [r for r in records if r["env"]["id"] == env_id]
-        metrics = [m for m in METRICS if env_records and all(m in r for r in env_records)]
+        metrics = [m for m in _metrics(env_records) if all(m in r for r in env_records)]
         for agent in agents[env_id]:
             runs = [r for r in env_records if r["agent"]["name"] == agent]
             if not runs:
@@ -120,8 +126,10 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """A GitHub markdown table of ``rows``: per row its primary metric (the final AP, or the return where the env
     reports no AP) with IQM, mean, paired difference and probability of improvement over the baseline (marked), and
     the return's IQM beside the AP."""
+    extra = list(dict.fromkeys(k[: -len("_iqm")] for r in rows for k in r
+                               if k.endswith("_iqm") and k[: -len("_iqm")] not in METRICS))
     header = ["env", "agent", "runs", "metric", "IQM [95% CI]", "mean [95% CI]", "Δ vs baseline [95% CI]",
-              "P(> baseline) [95% CI]", "return IQM [95% CI]"]
+              "P(> baseline) [95% CI]", "return IQM [95% CI]", *(f"{m} IQM [95% CI]" for m in extra)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         m = _primary(r)
@@ -129,7 +137,7 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         agent = f"{r['agent']} (baseline)" if r.get("baseline") == r["agent"] else r["agent"]
         cells = [r["env"], agent, str(r["runs"]), m, _cell(r, f"{m}_iqm", digits), _cell(r, f"{m}_mean", digits),
                  _cell(r, f"{m}_diff", digits, signed=True), _cell(r, f"{m}_poi", 2),
-                 _cell(r, "return_iqm", 2) if m == "AP" else ""]
+                 _cell(r, "return_iqm", 2) if m == "AP" else "", *(_cell(r, f"{x}_iqm", 3) for x in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

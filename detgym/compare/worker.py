@@ -51,10 +51,13 @@ class EpisodeLog(gym.Wrapper):
     """Records every episode that passes through the env (innermost wrapper: the actions as the env receives
     them): ``episodes`` lists finished ones as ``{"return", "length", "timesteps", "actions", "final_AP"}``
     (``timesteps``: steps through this env when the episode ended; ``final_AP``: ``info["final_metrics"]["AP"]``
-    when the env reports it); ``timesteps`` counts every step."""
+    when the env reports it; ``actions`` only for a Discrete action, what the action-frequency plot reads: a
+    box-selection learner's 200k training episodes of 100 scores each would be hundreds of MB); ``timesteps``
+    counts every step."""
 
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
+        self._record_actions = isinstance(env.action_space, gym.spaces.Discrete)
         self.episodes: list[dict[str, Any]] = []
         self.timesteps = 0
         self._current: dict[str, Any] | None = None
@@ -70,7 +73,8 @@ class EpisodeLog(gym.Wrapper):
             cur = self._current
             cur["return"] += float(reward)
             cur["length"] += 1
-            cur["actions"].append(jsonable(np.asarray(action)))
+            if self._record_actions:
+                cur["actions"].append(jsonable(np.asarray(action)))
             if terminated or truncated:
                 final = info.get("final_metrics") or {}
                 cur.update(timesteps=self.timesteps, final_AP=final.get("AP"))
@@ -162,8 +166,16 @@ def dataset_metrics(env: gym.Env, last_infos: list[dict[str, Any]]) -> dict[str,
     return None if evaluate is None else {k: float(v) for k, v in evaluate(last_infos).items()}
 
 
+def _info_metrics(env: gym.Env, last_infos: list[dict[str, Any]]) -> dict[str, float]:
+    """The means over the episodes of the last-info scalars the env class asks compare to report
+    (``compare_defaults.info_metrics``, e.g. the tabular env's regret)."""
+    names = getattr(getattr(env.unwrapped, "compare_defaults", None), "info_metrics", ())
+    return {name: float(np.mean([info[name] for info in last_infos])) for name in names}
+
+
 def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> tuple[list[dict[str, Any]], dict | None]:
-    """The evaluation episodes' records and the env's dataset-level metrics over them (or None)."""
+    """The evaluation episodes' records, and the env's dataset-level metrics over them (or None) with its info
+    metrics (:func:`_info_metrics`) under ``"info"``."""
     env = _make_env(spec, "eval")
     try:
         if agent is None:
@@ -180,7 +192,8 @@ def _evaluate(spec: RunSpec, agent: Any, log: TensorBoardLogger) -> tuple[list[d
         metrics = dataset_metrics(env, last_infos)
         for name, value in (metrics or {}).items():
             log.scalar(f"eval/dataset_{name}", value, 0)
-        return episodes, metrics
+        info = _info_metrics(env, last_infos)
+        return episodes, {"dataset": metrics, "info": info}
     finally:
         env.close()
 
@@ -195,7 +208,8 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     length, terminated, truncated, ``final_metrics``, diverged, ``probs``, wall_s), ``return`` (mean over the
     evaluation episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
     ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
-    ``dataset_metrics``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
+    ``dataset_metrics``), the env's info metrics (``compare_defaults.info_metrics``: each a mean over the evaluation
+    episodes' last info, e.g. ``regret``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
     timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
     ``torch_threads``, ``versions``, ``host``, ``finished_at``. ``env.train`` (kwargs, config_key, key) names the
     env learners trained in when it is not the evaluated one.
@@ -205,7 +219,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     try:
         with _torch_threads(spec.threads):
             agent, train = _train(spec, log) if spec.learns else (None, None)
-            episodes, metrics = _evaluate(spec, agent, log)
+            episodes, measured = _evaluate(spec, agent, log)
     finally:
         log.close()
     record: dict[str, Any] = {
@@ -220,9 +234,13 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     finals = [ep["final_metrics"] for ep in episodes]
     if all(f is not None and "AP" in f for f in finals):
         record["AP"] = float(np.mean([f["AP"] for f in finals]))
+    metrics = measured["dataset"]
     if metrics is not None:
         record["dataset_metrics"] = metrics
         record.setdefault("AP", metrics["AP"])
+    record.update(measured["info"])
+    if measured["info"]:
+        record["info_metrics"] = list(measured["info"])
     record.update(
         train=train, wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu_start,
         torch_threads=spec.threads, versions=package_versions(),

@@ -58,6 +58,9 @@ class CompareDefaults:
     #: (e.g. ``{"split": "train"}`` / ``{"split": "val"}``: evaluated on data no agent trained on).
     train_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     eval_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: Scalars of an evaluated episode's last ``info`` that a run records (mean over its episodes) and the summary
+    #: reports beside AP and return (e.g. ``("regret",)``).
+    info_metrics: tuple[str, ...] = ()
 
 
 def check_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Generic, Iterator, Mapping, TypeVar
+from typing import Any, ClassVar, Generic, Iterator, Mapping, TypeVar
 
 import numpy as np
 
@@ -66,6 +66,9 @@ class Substrate:
     #: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; ``None``: the TrainConfig's.
     device: str | None = None
 
+    #: Fields added after keys were published: at their default they do not enter :meth:`config_key`.
+    KEY_SINCE_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
     # ------------------------------------------------------------------ merging
     def replace(self, **changes: Any) -> "Substrate":
         """A copy with some fields changed; unknown names raise ValueError listing the accepted ones."""
@@ -103,8 +106,16 @@ class Substrate:
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def config_key(self) -> str:
-        """A 16-hex-digit hash of :meth:`to_dict`: equal for equal configurations, whatever their preset name."""
-        return stable_hash({"class": type(self).__name__, **self.to_dict()})
+        """A 16-hex-digit hash of :meth:`to_dict`: equal for equal configurations, whatever their preset name.
+
+        A field listed in the class's ``KEY_SINCE_DEFAULT`` (fields added after results were published) is left out
+        while it has its default value, so the configurations that existed before it keep their keys (their caches
+        and recorded runs stay valid)."""
+        data = self.to_dict()
+        for f in dataclasses.fields(self):
+            if f.name in self.KEY_SINCE_DEFAULT and getattr(self, f.name) == f.default:
+                del data[f.name]
+        return stable_hash({"class": type(self).__name__, **data})
 
 
 P = TypeVar("P", bound=Substrate)

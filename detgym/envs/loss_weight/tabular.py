@@ -107,7 +107,7 @@ class DetLossWeightTabularEnv(DetectorEnv):
     reset_options = ("tree_seed",)
     compare_defaults = CompareDefaults(
         "uniform", ("uniform", "avw", "rlo", "a0", "a1", "a2", "a3", "random", "ppo", "a2c", "dqn", "recurrent_ppo"),
-        train_budget=10_000, eval_episodes=1,
+        train_budget=10_000, eval_episodes=10, info_metrics=("regret",),
     )
     sb3_wrappers = (LogScaleObservation,)
 
