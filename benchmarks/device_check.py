@@ -47,7 +47,7 @@ def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
 
 def vector_step_ratio(num_envs: int = 64, steps: int = 3, preset: str = "default") -> dict:
     """DetLossWeight's native vector env with ``num_envs`` sub-envs (vmap batching) on CUDA against one single env:
-    seconds per step of each (after a warm-up step) and the ratio; the target is <= 4 (issue 13)."""
+    seconds per step of each (after a warm-up step) and the ratio; the target is <= 4."""
     import numpy as np
     import torch
 

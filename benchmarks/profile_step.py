@@ -27,7 +27,7 @@ alternating blocks (ABBA) so that load drifts cancel; it also checks that both g
     python -m benchmarks.profile_step                       # every tiny family, 1 and 2 threads
     python -m benchmarks.profile_step --recipes retinanet-tiny --threads 1 --iters 10
     python -m benchmarks.profile_step --compare             # old path vs new path, side by side
-    python -m benchmarks.profile_step --path previous       # the table of the path from before issue 13
+    python -m benchmarks.profile_step --path previous       # the table of the path from before the fast paths
 
 Results are written atomically to ``runs/profile_step.json``.
 """
@@ -203,7 +203,7 @@ def profiler_sections(trainer: Trainer, iters: int) -> tuple[dict[str, float], l
 
 
 def use_previous_path(trainer: Trainer) -> None:
-    """Put ``trainer`` back on the training path from before the fast paths (issue 13), in place.
+    """Put ``trainer`` back on the training path from before the fast paths, in place.
 
     torchvision's per-image matching (its ``compute_loss`` / ``assign_targets_to_anchors``), anchors regenerated
     every iteration, torchvision's transform (per-image normalise and identity resize), the dense detectors'
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=ITERS)
     p.add_argument("--compare", action="store_true", help="old training path vs the new one, side by side")
     p.add_argument("--path", choices=("current", "previous"), default="current",
-                   help="profile the current training path or the one from before issue 13")
+                   help="profile the current training path or the one from before the fast paths")
     p.add_argument("--blocks", type=int, default=6, help="--compare: alternating blocks of --iters iterations")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)

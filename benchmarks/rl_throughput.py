@@ -2,7 +2,7 @@
 gymnasium's SyncVectorEnv -- two ratios, each measured side by side in one run.
 
 1. **Episodes per CPU-hour** of a learning detector (final val AP50 >= 0.5; every sub-episode of a vector env
-   counts). Baseline: DetLossWeight-v0 as it was before issue 13 (the ``retinanet`` preset, one single env, on the
+   counts). Baseline: DetLossWeight-v0 as it was before the vector env and the fast training path (the ``retinanet`` preset, one single env, on the
    previous training path: ``benchmarks.profile_step.use_previous_path``; ``--baseline-path current`` drops that);
    candidate: today's ``DetLossWeight-v0`` (the ``default`` preset) in the native vector env with ``--num-envs``
    sub-envs. Both run the uniform scheme (a3) in the same process with the same torch threads, alternating
@@ -33,7 +33,7 @@ from benchmarks.profile_step import use_previous_path
 from detgym.data.io import atomic_write_bytes
 
 # ---------------------------------------------------------------------------------------------- settings
-BASELINE_PRESET = "retinanet"  # DetLossWeight-v0's default before issue 13
+BASELINE_PRESET = "retinanet"  # DetLossWeight-v0's default before retinanet-lambda4
 CANDIDATE_PRESET = "default"
 NUM_ENVS = 8
 ROUNDS = 1  # baseline episodes (and candidate vector episodes) per run
@@ -69,7 +69,7 @@ def uniform_ap50(env: Any, seed: int) -> np.ndarray:
 def episodes_per_cpu_hour(rounds: int, num_envs: int, baseline: str = BASELINE_PRESET,
                           candidate: str = CANDIDATE_PRESET, seed: int = 0, previous_path: bool = True,
                           **env_kwargs: Any) -> dict[str, Any]:
-    """Learning-detector episodes per CPU-hour: the pre-issue-13 single env against today's vector env."""
+    """Learning-detector episodes per CPU-hour: the single env on the previous training path against today's vector env."""
     from detgym.envs.loss_weight import DetLossWeightEnv, DetLossWeightVectorEnv
 
     single = DetLossWeightEnv(baseline, **env_kwargs)
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline-preset", default=BASELINE_PRESET)
     p.add_argument("--candidate-preset", default=CANDIDATE_PRESET)
     p.add_argument("--baseline-path", choices=("previous", "current"), default="previous",
-                   help="training path of the baseline episodes (previous: before issue 13's fast paths)")
+                   help="training path of the baseline episodes (previous: before the fast paths)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""Smoke tests of the issue-13 benchmarks on tiny runs: profile_step (sections add up; the previous and the
+"""Smoke tests of the training-path and signal benchmarks on tiny runs: profile_step (sections add up; the previous and the
 current training path give bit-identical losses for every family), signal (statistics on known numbers, a real
 vector-env run of the test preset) and rl_throughput (both ratios on the test preset)."""
 

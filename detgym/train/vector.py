@@ -11,7 +11,7 @@ members run their whole training pass each.
 
 Why the members' convolutions are not fused into one grouped convolution (or ``torch.func.vmap``, which lowers to
 the same grouped kernel): on the CPU, oneDNN's grouped convolutions of these shapes measured 0.5-1.2x the speed of
-the same convolutions run model by model (``benchmarks/profile_step.py`` and the closing note of issue 13), and
+the same convolutions run model by model (``benchmarks/profile_step.py``), and
 convolutions are 85% of a tiny detector's iteration there, so fusing would cost time and exactness. On a GPU
 the opposite holds (a tiny detector leaves it idle between kernel launches): ``batching="vmap"`` (the default on
 CUDA) runs all members' backbones and heads as one ``torch.func.vmap`` (:mod:`detgym.train.stacked`).

@@ -3,14 +3,14 @@
 A preset is a :class:`~detgym.envs.substrate.Substrate` (recipe, data, overrides) plus the family's own fields:
 the interval length ``alpha``, the schedule length and the reward. Every field can be overridden by the env
 constructor argument of the same name; ``None`` in a preset means "the recipe's value". Which preset
-``DetLossWeight-v0`` (``"default"``) means is ``PRESETS.default``: ``retinanet-lambda4`` since issue 13.
+``DetLossWeight-v0`` (``"default"``) means is ``PRESETS.default``: ``retinanet-lambda4``.
 
 ========================  =====================  ======  ====================================================
 preset                    recipe                 alpha   meant for
 ========================  =====================  ======  ====================================================
 ``retinanet-lambda4``     retinanet-tiny         20      the CPU default: ``retinanet`` with lambdas (4, 3)
 ``retinanet``             retinanet-tiny         20      CPU, digits 128 px (paper 000's main detector,
-                                                         lambdas (1.5, 1.0)); the default before issue 13
+                                                         lambdas (1.5, 1.0)); the default before
 ``fcos``                  fcos-tiny              20      CPU, digits 128 px
 ``fasterrcnn``            fasterrcnn-tiny        20      CPU, digits 128 px
 ``retinanet-r50``         retinanet-resnet50     100     GPU, paper 000 settings (alpha = 100, N = 2)
@@ -21,9 +21,9 @@ preset                    recipe                 alpha   meant for
 
 Why ``retinanet-lambda4`` is the default (``python -m benchmarks.loss_weight_signal``, the four constant schemes paired by seed
 in the vector env): with the paper's lambdas (1.5, 1.0) an enhanced level gets at most ``1 + 1.5 x`` its loss share,
-and on the digits the schemes' final val AP differed by about 0.02, under the seed noise (SD 0.036; issue 13: a2 -
+and on the digits the schemes' final val AP differed by about 0.02, under the seed noise (SD 0.036; a2 -
 uniform +0.020 [-0.010, +0.056] at 5 seeds). With lambdas (4, 3) the same detector and schedule make the decision
-matter: best (a2) - worst (a0) about +0.07 AP, consistent across seeds (numbers in issue 13's closing note). Its
+matter: best (a2) - worst (a0) about +0.07 AP, consistent across seeds (``python -m benchmarks.loss_weight_signal``). Its
 uniform scheme (a3) is exactly the old default's training.
 """
 
@@ -80,7 +80,7 @@ class LossWeightPreset(Substrate):
 #: Preset name -> preset; ``PRESETS.default`` is the one behind ``DetLossWeight-v0``.
 PRESETS: PresetTable[LossWeightPreset] = PresetTable(
     {
-        # the CPU default (issue 13): the weighting decision changes the final AP by more than the seed noise
+        # the CPU default: the weighting decision changes the final AP by more than the seed noise
         "retinanet-lambda4": LossWeightPreset("retinanet-tiny", alpha=20, lambdas=(4.0, 3.0)),
         "retinanet": LossWeightPreset("retinanet-tiny", alpha=20),
         "fcos": LossWeightPreset("fcos-tiny", alpha=20),
