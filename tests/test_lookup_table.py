@@ -217,3 +217,37 @@ def test_concurrent_writers_merge_instead_of_losing_records(tmp_path):
     on_disk = LookupTable.load(path)
     assert on_disk.maps == [0.2, 0.3, 0.4] and on_disk.done == {0} and len(set(on_disk.ids)) == 3
     assert b.maps == [0.2, 0.3, 0.4]  # the writer's own view is the merged table too
+
+
+# ------------------------------------------------------------------ the labels key (DetSampleSelect-v1)
+def test_label_summary_and_rekeyed_copy(tmp_path):
+    from detgym.envs.sample_select.lookup import label_summary
+
+    key = label_summary([np.array([1, 1, 3]), np.array([], dtype=np.int64), np.array([10])], 10)
+    assert key.tolist() == pytest.approx(np.log1p([2, 0, 1, 0, 0, 0, 0, 0, 0, 1]).tolist())
+    table = _table(tmp_path / "t.npz", [(1, (0.0, 0.0), 0.2), (1, (3.0, 0.0), 0.4)])
+    copy = table.rekeyed([np.array([1.0]), np.array([2.0])])
+    assert copy.estimate(0, 1, np.array([1.0]), refuse=False).value == pytest.approx(0.2)
+    assert table.features[0].tolist() == [0.0, 0.0] and copy.maps == table.maps
+    copy.add(0, 1, np.array([5.0]), 0.9)
+    assert len(table) == 2 and len(copy) == 3  # the copy's records are its own
+    with pytest.raises(ValueError, match="one feature per record"):
+        table.rekeyed([np.zeros(1)])
+
+
+def test_pool_preset_keys_records_on_the_labeled_sets_labels(kw, tmp_path):
+    from detgym.envs.sample_select.lookup import label_summary
+
+    table = build_table("test-pool", episodes=1, path=tmp_path / "pool.npz", progress=False, **kw)
+    env = DetSampleSelectEnv("test-pool", **kw)
+    c = env.train_set.num_classes
+    for k, sel, feature in zip(table.set_ids, table.selections, table.features):
+        labeled = np.union1d(env.initial_sets[k], sel)
+        labels = [env.train_set.targets[i]["labels"].numpy() for i in labeled]
+        assert feature.tolist() == label_summary(labels, c).tolist()
+        ref = env.reference(k).features
+        assert np.allclose(env.summary_of(k, sel, "embedding"), ref[sel].mean(axis=0), atol=1e-6)
+    assert [sel.size for sel in table.selections] == [2, 4]  # every cycle adds batch = 2 images
+    with pytest.raises(ValueError, match="kind must be one of"):
+        env.summary_of(0, table.selections[0], "colour")
+    env.close()

@@ -504,7 +504,8 @@ def _background(lum: float, rng: np.random.Generator, cfg: DigitsConfig) -> np.n
     return np.clip(bg, 0.0, 1.0, out=bg)
 
 
-def _draw_clutter(draw: ImageDraw.ImageDraw, n: int, fg: np.ndarray, rng: np.random.Generator, cfg: DigitsConfig) -> None:
+def _draw_clutter(draw: ImageDraw.ImageDraw, n: int, fg: np.ndarray, rng: np.random.Generator,
+                  cfg: DigitsConfig) -> None:
     """Lines, rectangles, ellipses, arcs and polylines in random colours (sometimes the digits' colour)."""
     S = cfg.image_size
     for _ in range(n):
@@ -557,7 +558,8 @@ def _layout(
     bold = bool(rng.random() < cfg.bold_prob)
     glyphs = []
     for d in digits:
-        hi = float(np.clip(h * math.exp(rng.normal(0.0, cfg.height_jitter)), cfg.min_digit_height, cfg.max_digit_height))
+        hi = float(np.clip(h * math.exp(rng.normal(0.0, cfg.height_jitter)), cfg.min_digit_height,
+                           cfg.max_digit_height))
         glyphs.append(_glyph(str(int(d)), hi, rng, cfg, bold))
     gaps = [int(round(g * h)) for g in rng.uniform(*cfg.gap_range, max(n - 1, 0))]
     while len(glyphs) > 1 and sum(g.shape[1] for g in glyphs) + sum(gaps[: len(glyphs) - 1]) > S - 2 * margin:
@@ -734,7 +736,8 @@ def _fingerprint(seed: int, cfg: DigitsConfig) -> dict[str, Any]:
     }
 
 
-def digits_cache_dir(*, seed: int = 0, config: DigitsConfig | None = None, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def digits_cache_dir(*, seed: int = 0, config: DigitsConfig | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Directory where :func:`digits_dataset` caches the set for this seed and config."""
     cfg = config or DigitsConfig()
     blob = json.dumps(_fingerprint(_check_seed(seed), cfg), sort_keys=True).encode()

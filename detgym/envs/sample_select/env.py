@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
-import gymnasium as gym
 from gymnasium import spaces
 
 from detgym._hashing import stable_hash
+from detgym._validation import check_choice
 from detgym.envs.base import F32_MAX, CompareDefaults, DetectorEnv
 from detgym.envs.cache import LRU, cache_entry, load_entry, write_arrays, write_manifest
 from detgym.train import NonFiniteLossError, resolve_device
@@ -20,7 +21,7 @@ from detgym.train import NonFiniteLossError, resolve_device
 from .features import image_features, pairwise_nearest
 from .lookup import Estimate, LookupTable, Reference, label_summary
 from .observation import DETECTION_STATS, N_EXTRA, row_features
-from .presets import PRESETS, SampleSelectPreset
+from .presets import PRESETS, TABLE_SUMMARIES, SampleSelectPreset
 
 __all__ = ["DetSampleSelectEnv", "DetSampleSelectSeqEnv", "SampleSelectEnvBase"]
 
@@ -235,16 +236,23 @@ class SampleSelectEnvBase(DetectorEnv):
         return np.asarray(self._candidates, dtype=np.int64).copy()
 
     def selection_summary(self) -> np.ndarray:
-        """The look-up table's key of the current labeled set (``table_summary``, see :mod:`.lookup`): the mean
-        Φ_k of the images selected since the initial set (``"embedding"``), or the labeled set's objects per class
-        (``"labels"``)."""
+        """The look-up table's key of the current labeled set (see :meth:`summary_of`)."""
         added = np.concatenate(self._selections) if self._selections else np.zeros(0, dtype=np.int64)
         if added.size == 0:
             raise ValueError("no image has been selected yet in this episode")
-        if self.config.table_summary == "labels":
-            labels = [self.train_set.targets[int(i)]["labels"].numpy() for i in self.labeled_indices]
+        return self.summary_of(self._set, added)
+
+    def summary_of(self, set_id: int, added: np.ndarray, kind: str | None = None) -> np.ndarray:
+        """The look-up table's key (``kind``, default ``table_summary``; see :mod:`.lookup`) of initial set
+        ``set_id`` plus the train-split images ``added``: the mean Φ_k of the added images (``"embedding"``), or the
+        labeled set's objects per class (``"labels"``)."""
+        kind = check_choice("kind", kind or self.config.table_summary, TABLE_SUMMARIES)
+        added = np.asarray(added, dtype=np.int64)
+        if kind == "labels":
+            labeled = np.union1d(self.initial_sets[set_id], added)
+            labels = [self.train_set.targets[int(i)]["labels"].numpy() for i in labeled]
             return label_summary(labels, int(self.train_set.num_classes))
-        ref = self.reference(self._set)
+        ref = self.reference(set_id)
         return ref.features[added].astype(np.float64).mean(axis=0).astype(np.float32)
 
     def reference(self, set_id: int) -> Reference:

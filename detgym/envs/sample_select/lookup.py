@@ -28,6 +28,7 @@ another configuration, a corrupt or truncated file, is refused with a one-line V
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import json
@@ -48,6 +49,8 @@ __all__ = ["Estimate", "LookupTable", "READ_FORMATS", "Reference", "SOURCES", "T
 TABLE_FORMAT = 3
 #: Layouts read: 2 (records without their selections) and 3.
 READ_FORMATS: tuple[int, ...] = (2, 3)
+#: The per-record lists of :class:`LookupTable`, in one order.
+_RECORD_COLUMNS: tuple[str, ...] = ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids", "selections")
 #: How a record was measured: by ``detgym build-table`` (random selections) or by a look-up env's fallback.
 SOURCES: tuple[str, ...] = ("build", "fallback")
 
@@ -166,8 +169,8 @@ class LookupTable:
         if any(arrays[c].shape[0] != n for c in columns):
             raise ValueError("record arrays of different lengths")
         feature = arrays["rec_feature"]
-        if n and (feature.ndim != 2 or any(r.features.shape[1] != feature.shape[1] for r in table.references.values())):
-            raise ValueError(f"record features of shape {feature.shape} do not match the reference features")
+        if n and feature.ndim != 2:  # any summary of a selection: its length need not be the reference's
+            raise ValueError(f"record features of shape {feature.shape}, expected [records, length]")
         table.set_ids = [int(v) for v in arrays["rec_set"]]
         table.cycles = [int(v) for v in arrays["rec_cycle"]]
         table.features = [np.asarray(f, dtype=np.float32) for f in feature]
@@ -202,7 +205,7 @@ class LookupTable:
         """The file's records (in its order), then this table's records the file does not have."""
         theirs = set(other.ids)
         keep = [r for r, i in enumerate(self.ids) if i not in theirs]
-        for name in ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids", "selections"):
+        for name in _RECORD_COLUMNS:
             setattr(self, name, list(getattr(other, name)) + [getattr(self, name)[r] for r in keep])
         self.done |= other.done
         for k, ref in other.references.items():
@@ -272,6 +275,16 @@ class LookupTable:
         self.selections.append(np.zeros(0, np.int64) if selection is None else np.asarray(selection, np.int64).ravel())
         self._thresholds.pop((int(set_id), int(cycle)), None)
         return len(self.maps) - 1
+
+    def rekeyed(self, features: Sequence[np.ndarray]) -> "LookupTable":
+        """A copy in memory whose records carry ``features`` (one per record, in row order) as their keys: the same
+        measured selections keyed on another summary (see :attr:`selections`)."""
+        if len(features) != len(self.maps):
+            raise ValueError(f"rekeyed needs one feature per record ({len(self.maps)}), got {len(features)}")
+        lists = {name: list(getattr(self, name)) for name in _RECORD_COLUMNS if name != "features"}
+        return dataclasses.replace(self, config=dict(self.config), references=dict(self.references),
+                                   done=set(self.done), features=[np.asarray(f, np.float32).ravel() for f in features],
+                                   **lists)
 
     def rows(self, set_id: int, cycle: int) -> np.ndarray:
         """Row numbers of the records of one (initial set, cycle)."""
