@@ -21,7 +21,8 @@ seed (initial set ``seed mod K``, the same first candidates for every unit), top
    (``best_of_K-r``), so the luck of the winning training does not count (the winner's curse): its gain is the
    mean of ``best_of_K-r - noise-r`` (same training seeds).
 
-Per pool it prints the headroom ratio, oracle minus random final mAP over the retraining seed SD,
+Per pool it prints the episode's wall and CPU seconds (one torch thread: the CPU time is the episode's cost on an
+idle core), and the headroom ratio, oracle minus random final mAP over the retraining seed SD,
 ``mean_s(oracle_s - random_s) / sqrt(mean_s var_s)`` with a 95% bootstrap interval over seeds (SciPy, seeds
 resampled with their differences and noise variances), for each oracle, and per cycle the spread (SD) of the
 reward over the K random selections against the SD of one selection's reward over training seeds.
@@ -110,7 +111,7 @@ def _start(env: Any, seed: int, stream: int | None) -> np.ndarray:
 
 def _play(env: Any, obs: np.ndarray, choose: Callable[[np.ndarray, int], np.ndarray]) -> dict[str, Any]:
     """Run the episode to its end with ``choose(obs, cycle) -> scores``; rewards, selections, final metrics."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     rewards, maps, actions, selected, done, info = [], [], [], [], False, {}
     while not done:
         scores = np.asarray(choose(obs, len(rewards)), dtype=np.float32)
@@ -119,7 +120,8 @@ def _play(env: Any, obs: np.ndarray, choose: Callable[[np.ndarray, int], np.ndar
         actions.append(scores.tolist()), selected.append(sorted(int(i) for i in info["selected"]))
         done = terminated or truncated
     return {"rewards": rewards, "maps": maps, "final": maps[-1], "final_metrics": info.get("final_metrics"),
-            "actions": actions, "selected": selected, "wall_s": time.perf_counter() - start}
+            "actions": actions, "selected": selected, "wall_s": time.perf_counter() - start,
+            "cpu_s": time.process_time() - cpu}
 
 
 def _random_scores(seed: int) -> Callable[[np.ndarray, int], np.ndarray]:
@@ -216,6 +218,7 @@ def summarise(pool: str, config_key: str, records: dict[str, dict[str, Any]], se
         row = {"seed": seed, "random": get["random"]["final"], "oracle_balance": get["oracle_balance"]["final"],
                "noise_var": float(np.var(noise, ddof=1)),
                "noise_finals": noise, "episode_s": get["random"]["wall_s"],
+               "episode_cpu_s": [u["cpu_s"] for u in get.values() if "cpu_s" in u],
                "cycle_noise_sd": np.std([get["random"]["rewards"]] + [get[f"noise-{r}"]["rewards"]
                                         for r in range(1, settings.noise_repeats + 1)], axis=0, ddof=1).tolist()}
         if settings.best_of >= 2:
@@ -233,6 +236,8 @@ def summarise(pool: str, config_key: str, records: dict[str, dict[str, Any]], se
     out["noise_sd"] = float(np.sqrt(np.mean(var)))
     out["random_final"] = float(np.mean([r["random"] for r in rows]))
     out["episode_s"] = float(np.median([r["episode_s"] for r in rows]))
+    cpu = [c for r in rows for c in r["episode_cpu_s"]]  # every whole episode (best-of-K's search excepted)
+    out["episode_cpu_s"] = float(np.median(cpu)) if cpu else None
     diff = np.array([r["oracle_balance"] - r["random"] for r in rows])
     out["oracle_balance_final"] = float(np.mean([r["oracle_balance"] for r in rows]))
     out["oracle_balance_gain"] = float(diff.mean())
@@ -257,15 +262,16 @@ def _fmt_ratio(r: tuple[float, float | None, float | None] | None) -> str:
 def table(summaries: list[dict[str, Any]]) -> str:
     """Markdown table, one row per pool."""
     lines = ["| pool | seeds | random final | noise SD | oracle_balance final | ratio [95% CI] | best-of-K gain | "
-             "ratio [95% CI] | episode s |", "|---|---|---|---|---|---|---|---|---|"]
+             "ratio [95% CI] | episode wall s | episode CPU s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for s in summaries:
         if "noise_sd" not in s:
-            lines.append(f"| {s['pool']} | 0 | | | | | | | |")
+            lines.append(f"| {s['pool']} | 0 | | | | | | | | |")
             continue
         best = f"{s['best_of_k_gain']:+.4f}" if "best_of_k_gain" in s else ""
         lines.append(f"| {s['pool']} | {len(s['seeds'])} | {s['random_final']:.4f} | {s['noise_sd']:.4f} | "
                      f"{s['oracle_balance_final']:.4f} | {_fmt_ratio(s['oracle_balance_ratio'])} | {best} | "
-                     f"{_fmt_ratio(s.get('best_of_k_ratio'))} | {s['episode_s']:.0f} |")
+                     f"{_fmt_ratio(s.get('best_of_k_ratio'))} | {s['episode_s']:.0f} | "
+                     f"{'' if s['episode_cpu_s'] is None else round(s['episode_cpu_s'])} |")
     return "\n".join(lines)
 
 

@@ -55,6 +55,12 @@ class SampleSelectEnvBase(DetectorEnv):
     :class:`DetSampleSelectEnv` takes one score per candidate and labels the top ``b`` (one step per cycle);
     :class:`DetSampleSelectSeqEnv` picks one image per step, with ``action_masks()`` (``b`` steps per cycle).
 
+    Versions: ``-v0`` is the ``digits`` preset, a pool drawn from one balanced distribution, where which images are
+    labeled barely matters (no strategy separates from random at 5 seeds). ``-v1`` is ``digits-pool``: a pool with
+    the structure of real unlabeled data (half the images empty, near-duplicate clusters, long-tailed digits, hard
+    images; val balanced) and 144 candidates per cycle, where a label-aware oracle beats random selection by many
+    retraining seed SDs (``benchmarks.al_headroom``); its look-up table keys on the labeled set's labels.
+
     ## Action Space
 
     ``DetSampleSelect-v0``: ``Box(-1, 1, (M,), float32)``, one score per candidate row; the ``b`` valid rows
@@ -125,21 +131,29 @@ class SampleSelectEnvBase(DetectorEnv):
 
     ## Arguments
 
-    ``gymnasium.make("detgym:DetSampleSelect-v0", **kwargs)`` (CPU default, ``-Test``, ``-VOC``). Every field of
-    :class:`~detgym.envs.sample_select.presets.SampleSelectPreset` is a keyword argument (``initial_size``,
-    ``batch``, ``cycles``, ``candidates``, ``training``, ``initial_iterations``, ``cycle_iterations``,
-    ``label_mode``, ``pseudo_threshold``, ``reward_mode``, ``map_metric``, ``table_path``, ``lookup_neighbours``,
-    ``initial_sets``, ``n_initial_sets``, ``initial_seed``, ``initial_model_seed``, and the substrate's
-    ``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs``, ``train_size``, ``val_size``, ``train_overrides``,
-    ``model_overrides``, ``device``), plus ``train_set`` / ``val_set`` (ready datasets), ``log_dir`` (TensorBoard)
+    ``gymnasium.make("detgym:DetSampleSelect-v1", **kwargs)`` (CPU default, ``-Test``; ``-v0``: also ``-VOC``).
+    Every field of :class:`~detgym.envs.sample_select.presets.SampleSelectPreset` is a keyword argument
+    (``initial_size``, ``batch``, ``cycles``, ``candidates``, ``training``, ``initial_iterations``,
+    ``cycle_iterations``, ``label_mode``, ``pseudo_threshold``, ``reward_mode``, ``map_metric``, ``table_path``,
+    ``lookup_neighbours``, ``table_summary``, ``initial_sets``, ``n_initial_sets``, ``initial_seed``,
+    ``initial_model_seed``, and the substrate's ``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs`` (for
+    the digits: every ``DigitsConfig`` field, the pool structure included), ``train_size``, ``val_size``,
+    ``train_overrides``, ``model_overrides``, ``device``), plus ``train_set`` / ``val_set`` (ready datasets),
+    ``cache_dir``, ``num_threads``, ``log_dir`` (TensorBoard)
     and ``render_mode`` (``None`` or ``"ansi"``). Bad values raise a one-line ValueError naming the parameter.
     """
 
     family = "sample_select"
     presets = PRESETS
     reset_options = ("initial_set", "state")
-    # papers 002/003: random selection is the baseline
-    compare_defaults = CompareDefaults("random", ("random", "ppo"))
+    # papers 002/003: random selection is the baseline; learners train against the look-up table, as MGRAL does
+    # (``detgym build-table`` first; where the table has no close record the step trains for real and adds one):
+    # 64 cycles, one PPO rollout
+    compare_defaults = CompareDefaults(
+        "random",
+        ("random", "entropy_mean", "entropy_sum", "score_uncertainty", "coreset", "mgral", "ppo", "oracle_balance"),
+        train_budget=64, train_env_kwargs={"reward_mode": "lookup"},
+    )
 
     def __init__(self, preset: str = "default", *, train_set: Any = None, val_set: Any = None, **kwargs: Any) -> None:
         super().__init__(preset, splits={"train": train_set, "val": val_set}, **kwargs)

@@ -6,14 +6,18 @@ detector is trained after each cycle and how labels and rewards are obtained. Ev
 constructor argument. The seeded initial labeled sets are part of the preset (``initial_sets``), published as
 data as active-learning papers publish theirs: the variance between initial sets dominates AL results.
 
-==========  ======================  ==========================================  ===============================
-preset      recipe                  protocol                                    meant for
-==========  ======================  ==========================================  ===============================
-``digits``  fcos-tiny, 64 px        24 + 24 x 5 cycles, 360 images, M = 72      CPU default (a few minutes)
-``voc``     retinanet-resnet50      1000 + 1000 x 10 cycles, M = 5000           GPU, the paper's VOC protocol;
-                                                                                give ``dataset=<VOC / COCO>``
-``test``    fcos-tiny, 32 px        4 + 2 x 2 cycles, 24 images, M = 6          the test suite: seconds
-==========  ======================  ==========================================  ===============================
+===============  ==================  ==========================================  ==================================
+preset           recipe              protocol                                    meant for
+===============  ==================  ==========================================  ==================================
+``digits-pool``  fcos-tiny, 64 px    24 + 24 x 5 cycles, 480 images (half        CPU default of -v1 (about a minute)
+                                     empty, near-duplicates, class tail, hard
+                                     images), M = 144
+``digits``       fcos-tiny, 64 px    24 + 24 x 5 cycles, 360 images, M = 72      CPU default of -v0
+``voc``          retinanet-resnet50  1000 + 1000 x 10 cycles, M = 5000           GPU, the paper's VOC protocol;
+                                                                                 give ``dataset=<VOC / COCO>``
+``test-pool``    fcos-tiny, 32 px    4 + 2 x 2 cycles, 24 structured images      the test suite (-v1): seconds
+``test``         fcos-tiny, 32 px    4 + 2 x 2 cycles, 24 images, M = 6          the test suite (-v0): seconds
+===============  ==================  ==========================================  ==================================
 """
 
 from __future__ import annotations
