@@ -24,10 +24,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from detgym.agents.base import Agent
+from detgym.agents.base import Agent, env_family
 
 __all__ = [
-    "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "make_env", "make_sb3", "make_vec", "wrap_env",
+    "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "family_options", "make_env", "make_sb3",
+    "make_vec", "wrap_env",
 ]
 
 #: Accepted algorithm names.
@@ -156,6 +157,55 @@ def make_sb3(algo: str | type, env: Any, seed: int | None = 0, policy: str | Non
     return _algo_class(key)(policy or _POLICY.get(key, "MlpPolicy"), env, **options)
 
 
+#: Info entries SB3 never reads, per env family, left out of the training env's info: DummyVecEnv deep-copies every
+#: step's info, and the box-selection envs' per-candidate COCO dicts (what ``evaluate_episodes`` reads) cost more to
+#: copy than the step itself.
+_UNREAD_INFO: dict[str, tuple[str, ...]] = {"box_select": ("candidates",)}
+
+
+class _DropInfo(gym.Wrapper):
+    """The env with some info entries left out (see :data:`_UNREAD_INFO`)."""
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
+        super().__init__(env)
+        self._keys = keys
+
+    def _slim(self, info: dict) -> dict:
+        return {k: v for k, v in info.items() if k not in self._keys}
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._slim(info)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._slim(info)
+
+
+def family_options(algo: str | type, env: gym.Env) -> dict[str, Any]:
+    """Options of ``algo`` over :data:`SB3_DEFAULTS` for ``env``'s family: the DetBoxSelect envs observe a set of
+    candidates, so PPO, A2C and MaskablePPO get the permutation-equivariant set policy
+    (:data:`detgym.agents.set_policy.SB3_OPTIONS`)."""
+    if env_family(env) == "box_select" and isinstance(algo, str):
+        from detgym.agents.set_policy import SB3_OPTIONS
+
+        return dict(SB3_OPTIONS.get(algo, {}))
+    return {}
+
+
+def env_options(algo: str | type, env: gym.Env) -> dict[str, Any]:
+    """The env class's options for ``algo`` (its ``sb3_options``; ``n_envs`` among them is SB3Agent's)."""
+    name = algo if isinstance(algo, str) else algo.__name__.lower()
+    return dict(getattr(env.unwrapped, "sb3_options", {}).get(name, {}))
+
+
+def _copy(env: gym.Env) -> gym.Env:
+    """Another instance of ``env``'s registered configuration (a training copy)."""
+    if env.spec is None:
+        raise ValueError("n_envs > 1 needs an env made with gymnasium.make (its spec builds the copies)")
+    return gym.make(env.spec.id, **env.spec.kwargs)
+
+
 class SB3Agent(Agent):
     """An SB3 / sb3-contrib algorithm as a detgym agent: :meth:`learn` on an env, then :meth:`predict`.
 
@@ -167,16 +217,24 @@ class SB3Agent(Agent):
         algo: one of :data:`ALGOS`, or an SB3 / sb3-contrib algorithm class (``sb3_contrib.TQC``).
         env: the env to train on (a detgym env, possibly wrapped).
         seed: the algorithm's seed (network initialisation, exploration, training-episode seeds).
-        **kwargs: SB3 constructor arguments over :data:`SB3_DEFAULTS` (``policy=`` picks the policy class).
+        **kwargs: SB3 constructor arguments over :data:`SB3_DEFAULTS` and the env class's ``sb3_options``
+            (``policy=`` picks the policy class; ``n_envs``: training copies of the env, made from its spec).
     """
 
     def __init__(self, algo: str | type, env: gym.Env, seed: int | None = 0, **kwargs: Any) -> None:
         from stable_baselines3.common.env_util import make_vec_env
 
         self.algo = algo if isinstance(algo, type) else str(algo).lower()
+        kwargs = {**family_options(self.algo, env), **env_options(self.algo, env), **kwargs}
+        n_envs = kwargs.pop("n_envs", 1)
+        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+            raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
         wrapped = wrap_env(env)
         super().__init__(wrapped.observation_space, wrapped.action_space)
-        self.venv = make_vec_env(lambda: wrapped, n_envs=1, seed=seed)
+        unread = _UNREAD_INFO.get(env_family(env) or "") or getattr(env.unwrapped, "sb3_unread_info", ())
+        copies = [env] + [_copy(env) for _ in range(n_envs - 1)]
+        train_envs = [_DropInfo(wrap_env(e), unread) if unread else wrap_env(e) for e in copies]
+        self.venv = make_vec_env(lambda: train_envs.pop(0), n_envs=n_envs, seed=seed)
         self.model = make_sb3(self.algo, self.venv, seed=seed, **kwargs)
         self._takes_masks = "action_masks" in inspect.signature(self.model.predict).parameters
 

@@ -104,6 +104,11 @@ class DetectorEnv(gym.Env):
     compare_defaults: ClassVar[CompareDefaults] = CompareDefaults()
     #: Wrappers an SB3 learner needs on this env, innermost first (e.g. observation scaling).
     sb3_wrappers: ClassVar[tuple[Callable[[gym.Env], gym.Env], ...]] = ()
+    #: Per SB3 algorithm name, options over :data:`detgym.agents.sb3.SB3_DEFAULTS` that fit this env (a policy
+    #: class, ``n_envs`` training copies, rollout sizes); the user's own arguments win.
+    sb3_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: Info entries SB3 never reads, left out of its training env's info (SB3's vector env deep-copies every info).
+    sb3_unread_info: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
