@@ -156,6 +156,14 @@ def _box_rule(rule: str) -> Callable[..., Agent]:
     return build
 
 
+def _learned_nms(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+    from detgym.agents.learned_nms import LearnedNMSAgent
+
+    if env is None:
+        raise ValueError("agent 'learned_nms' learns from a DetBoxSelect env's split: pass env=...")
+    return LearnedNMSAgent(env, seed=seed, **kwargs)
+
+
 _BOX_RULES = (
     ("nms", "greedy NMS, class-wise, IoU 0.5 (paper 001's baseline)"),
     ("soft_nms_linear", "soft-NMS, linear decay, N_t 0.3 (Bodla et al.); DetBoxRescore"),
@@ -196,6 +204,14 @@ def _mgral(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
     return MGRALAgent(env, seed=seed, **kwargs)
 
 
+def _al_oracle(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
+    from detgym.agents.al_oracle import BalanceOracle
+
+    if env is None:
+        raise ValueError("agent 'oracle_balance' reads the DetSampleSelect env's hidden labels: pass env=...")
+    return BalanceOracle(env, **kwargs)
+
+
 _AL_STRATEGIES = (
     ("entropy_mean", "mean class entropy of the image's detections (paper 002, Fig. 4)"),
     ("entropy_sum", "summed class entropy of the image's detections (paper 002, Fig. 4)"),
@@ -214,11 +230,15 @@ AGENTS: dict[str, AgentSpec] = {
           for k in range(4)),
         # DetBoxSelect / DetBoxSelectSeq / DetBoxRescore (paper 001)
         *(AgentSpec(rule, summary, "baseline", _box_rule_fits(rule), _box_rule(rule)) for rule, summary in _BOX_RULES),
+        AgentSpec("learned_nms", "supervised learned NMS: GossipNet-style re-scorer trained on the env's split",
+                  "baseline", _box_rule_fits("nms"), _learned_nms, learns=True),
         # DetSampleSelect / DetSampleSelectSeq (papers 002/003)
         AgentSpec("mgral", "MGRAL, paper 002 III-C..E: LSTM over the candidates, REINFORCE on mAP", "paper",
                   _mgral_fits, _mgral, learns=True),
         *(AgentSpec(name, summary, "baseline", _sample_select_fits, _al_strategy(name))
           for name, summary in _AL_STRATEGIES),
+        AgentSpec("oracle_balance", "label-aware oracle: evens out the labeled set's (class, size) cells; the "
+                  "headroom (sees hidden labels)", "baseline", _sample_select_fits, _al_oracle),
         # every env
         AgentSpec("random", "uniformly random actions (masks respected)", "baseline", _any_env, _random),
         AgentSpec("ppo", "Stable-Baselines3 PPO", "sb3", _sb3_fits("ppo"), _sb3("ppo"), learns=True),

@@ -62,7 +62,8 @@ def test_versions(kw):
 
 def test_keep_mask_reward_equals_pycocotools(env):
     rng = np.random.default_rng(0)
-    assert len(env.pool_image_ids()) == env.config.pool_size == 8
+    # pool_size None: every image of a split smaller than 200
+    assert env.config.pool_size is None and len(env.pool_image_ids()) == env.n_images == 32
     for i in range(env.n_images):
         _, info = env.reset(options={"image_index": i})
         action = (rng.random(env.n_max) < 0.6).astype(np.int8)

@@ -57,13 +57,14 @@ PRESET_IDS: dict[str, dict[int, tuple[tuple[str, str], ...]]] = {
     # the tabular twin has trees of the CPU default and of the test preset only
     "DetLossWeightTabular": {0: (("", "default"), ("-Test", "test"))},
     "box_select": {
-        0: (
+        version: (
             ("", "default"),
             ("-RetinaNet", "retinanet"),
             ("-FCOS", "fcos"),
             ("-FasterRCNN-R50", "fasterrcnn-r50"),
             ("-Test", "test"),
-        ),
+        )
+        for version in (0, 1)
     },
     "sample_select": {
         0: (
@@ -71,12 +72,22 @@ PRESET_IDS: dict[str, dict[int, tuple[tuple[str, str], ...]]] = {
             ("-VOC", "voc"),
             ("-Test", "test"),
         ),
+        # DetSampleSelect-v1: a pool with empty images, near-duplicates, a class tail and hard images, where the
+        # choice of images matters (benchmarks.al_headroom); the look-up table keys on the labeled set's labels
+        1: (
+            ("", "digits-pool"),
+            ("-Test", "test-pool"),
+        ),
     },
 }
 
 #: family (or id prefix, which wins) -> version -> constructor arguments every id of that version passes over its
 #: preset (e.g. a new default reward). A version absent here passes none.
-VERSIONS: dict[str, dict[int, Mapping[str, Any]]] = {}
+VERSIONS: dict[str, dict[int, Mapping[str, Any]]] = {
+    # DetBoxSelect-v1: the pool-AP reward, which ranks selections as COCO AP over a dataset does (-v0: paper 001's
+    # per-image AP)
+    "box_select": {1: {"reward": "pool_ap"}},
+}
 
 #: id prefix -> native vector env (``gymnasium.make_vec(id, num_envs, vectorization_mode="vector_entry_point")``),
 #: registered for every id of that variant.

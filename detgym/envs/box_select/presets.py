@@ -2,7 +2,8 @@
 
 A preset is a :class:`~detgym.envs.substrate.Substrate` (the detector recipe and its data) plus the family's own
 fields: how the candidate detector is trained (``detector_iterations``, ``detector_seed``), how many candidates
-an observation holds (``n_max``), which split episodes draw images from, and the reward's baseline. Every field
+an observation holds (``n_max``), which split episodes draw images from, and the reward (``reward``: per-image AP, or
+pool AP with its ``pool_size`` and ``pool_seed``; the per-image AP's ``baseline`` and ``absent_classes``). Every field
 is also an env constructor argument of the same name. Which preset ``DetBoxSelect-v0`` (``"default"``) means is
 ``PRESETS.default``.
 
@@ -18,7 +19,8 @@ preset              recipe                  n_max   meant for
 ==================  ======================  ======  ================================================================
 
 Only the fields that change the detector or its candidates key the on-disk candidate cache
-(:func:`detector_fields`); ``split``, ``baseline`` and ``nms_iou`` only change how the env reads it.
+(:func:`detector_fields`); ``split``, the reward's fields and ``nms_iou`` only change how the env reads it (the
+-v0 and -v1 ids share one trained detector and its candidates).
 """
 
 from __future__ import annotations
@@ -30,8 +32,13 @@ from typing import Any
 from detgym._validation import check_choice
 from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
 
-__all__ = ["ABSENT_CLASSES", "BASELINES", "BoxSelectPreset", "PRESETS", "SPLITS", "detector_fields"]
+__all__ = ["ABSENT_CLASSES", "BASELINES", "DEFAULT_POOL_SIZE", "BoxSelectPreset", "PRESETS", "REWARDS", "SPLITS", "detector_fields"]
 
+#: Accepted ``reward`` values: paper 001's per-image AP (the -v0 ids), or the change of COCO AP over a fixed pool of
+#: greedy-NMS outputs (the -v1 ids).
+REWARDS: tuple[str, ...] = ("image_ap", "pool_ap")
+#: Images in the pool of ``reward="pool_ap"`` when ``pool_size`` is None (or every image of a smaller split).
+DEFAULT_POOL_SIZE = 200
 #: Accepted ``baseline`` values: the reward is the kept set's AP, or that minus the AP of greedy NMS.
 BASELINES: tuple[str, ...] = ("none", "nms")
 #: Accepted ``absent_classes`` values: how the reward treats kept boxes of classes the image has no GT of.
@@ -39,23 +46,35 @@ ABSENT_CLASSES: tuple[str, ...] = ("ignore", "penalize")
 #: Splits an env can draw its images from.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: Preset fields that change how the env reads the cache, not what is cached.
-_ENV_ONLY_FIELDS = ("split", "baseline", "nms_iou", "n_max", "absent_classes")
+_ENV_ONLY_FIELDS = ("split", "baseline", "nms_iou", "n_max", "absent_classes", "reward", "pool_size", "pool_seed")
 
 
 @dataclass(frozen=True)
 class BoxSelectPreset(Substrate):
     """One configuration of the DetBoxSelect envs (see :class:`detgym.envs.box_select.DetBoxSelectEnv`)."""
 
+    # the -v1 reward's fields: at their defaults the -v0 configurations keep their published keys
+    KEY_SINCE_DEFAULT = ("reward", "pool_size", "pool_seed")
+
     #: Candidates per observation: the ``n_max`` highest-scored of an image (COCO evaluates at most 100).
     n_max: int = 100
     #: Split the episodes draw their images from (learned selectors train on "train", report on "test").
     split: str = "train"
-    #: ``"none"``: reward = per-image AP of the kept set; ``"nms"``: minus the AP of greedy NMS on the same
-    #: candidates (so 0 means "as good as NMS").
+    #: ``"image_ap"``: the per-image COCO AP of the kept set (paper 001, eq. 5; table 1 of the paper uses it);
+    #: ``"pool_ap"``: ``pool_size`` times the change of COCO AP over a fixed pool of images' greedy-NMS outputs when the
+    #: episode's image has its kept set instead of its NMS result (0 for NMS; what the -v1 ids reward).
+    reward: str = "image_ap"
+    #: Images of the split in the reference pool of ``reward="pool_ap"`` (at most the split's images); ``None``:
+    #: ``DEFAULT_POOL_SIZE`` (200), or every image of a smaller split.
+    pool_size: int | None = None
+    #: Seed of the draw of the pool's images.
+    pool_seed: int = 0
+    #: ``reward="image_ap"`` only. ``"none"``: reward = per-image AP of the kept set; ``"nms"``: minus the AP of
+    #: greedy NMS on the same candidates (so 0 means "as good as NMS").
     baseline: str = "none"
-    #: ``"ignore"``: the reward is pycocotools' per-image AP (paper 001), which leaves out the classes without GT in the
-    #: image, so their false positives cost nothing there (but cost AP over a dataset); ``"penalize"``: each such
-    #: class among the kept boxes joins the per-class mean with AP 0.
+    #: ``reward="image_ap"`` only. ``"ignore"``: the reward is pycocotools' per-image AP (paper 001), which leaves out
+    #: the classes without GT in the image, so their false positives cost nothing there (but cost AP over a
+    #: dataset); ``"penalize"``: each such class among the kept boxes joins the per-class mean with AP 0.
     absent_classes: str = "ignore"
     #: IoU threshold of the greedy NMS behind ``baseline="nms"`` and ``info["nms_ap"]`` (paper 001: 0.5).
     nms_iou: float = 0.5
@@ -70,6 +89,17 @@ class BoxSelectPreset(Substrate):
         check_choice("split", self.split, SPLITS)
         check_choice("baseline", self.baseline, BASELINES)
         check_choice("absent_classes", self.absent_classes, ABSENT_CLASSES)
+        check_choice("reward", self.reward, REWARDS)
+        if self.pool_size is not None:
+            check_positive_int("pool_size", self.pool_size)
+        if isinstance(self.pool_seed, bool) or not isinstance(self.pool_seed, int) or self.pool_seed < 0:
+            raise ValueError(f"pool_seed must be an integer >= 0, got {self.pool_seed!r}")
+        if self.reward == "pool_ap":
+            for name, value, default in (("baseline", self.baseline, "none"),
+                                         ("absent_classes", self.absent_classes, "ignore")):
+                if value != default:
+                    raise ValueError(f"{name}={value!r} applies to reward='image_ap'; reward='pool_ap' is already "
+                                     f"relative to greedy NMS and counts every class (use {name}={default!r})")
         iou = self.nms_iou
         if isinstance(iou, bool) or not isinstance(iou, (int, float)) or math.isnan(iou) or not 0.0 <= iou <= 1.0:
             raise ValueError(f"nms_iou must be a number in [0, 1] (paper 001: 0.5), got {iou!r}")

@@ -4,7 +4,8 @@
 registration's ``vector_entry_point``). Every sub-env's episode is one step, so the env resets in the same step
 (gymnasium's ``AutoresetMode.SAME_STEP``): ``step`` scores the B kept sets, returns ``terminated`` all True and
 the observations of the next B images; the finished episodes' observations are in ``info["final_obs"]`` and their
-step info in ``info["final_info"]``.
+step info in ``info["final_info"]``. Also the native vector env of the -v1 ids (``reward="pool_ap"``: one batched
+pool-AP call).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ class DetBoxSelectVectorEnv(VectorEnv):
     configuration and the cached table); images are drawn with the vector env's ``np_random``. ``info`` holds
     arrays over the sub-envs (with gymnasium's ``_key`` masks): ``image_id`` and ``image_index`` of the current
     images, and in ``final_info`` the finished episodes' ``image_id``, ``image_index``, ``ap``, ``reward_ap``,
-    ``nms_ap`` and ``ignored_slots``. The per-box COCO dicts of the single env's ``info["candidates"]`` are left
-    out (they would cost more than the step); ``env.single_env.table`` and ``coco_gt()`` give the same data.
+    ``nms_ap``, ``ignored_slots`` (and ``pool_ap`` with ``reward="pool_ap"``). The per-box COCO dicts of the single
+    env's ``info["candidates"]`` are left out (they would cost more than the step); ``env.single_env.table`` and
+    ``coco_gt()`` give the same data.
 
     Args:
         num_envs: images per step.
@@ -74,8 +76,7 @@ class DetBoxSelectVectorEnv(VectorEnv):
             raise ValueError(f"actions[{b}] keeps {int(ignored[b])} padded slot(s) (strict=True)")
         ap = self.table.ap(finished, keep)
         nms_ap = self.table.nms_ap[finished]
-        reward_ap = self.single_env._reward_ap(finished, keep, ap)
-        rewards = reward_ap - self.single_env.nms_reward_ap[finished] if self.baseline == "nms" else reward_ap
+        rewards, reward_ap = self.single_env.rewards(finished, keep, ap)
         final_obs = self._obs
         self._images = self._draw()
         self._obs = self.table.features[self._images]
@@ -83,6 +84,8 @@ class DetBoxSelectVectorEnv(VectorEnv):
         final_info = {**self._image_info(finished), "ap": ap, "_ap": done, "reward_ap": reward_ap, "_reward_ap": done,
                       "nms_ap": nms_ap, "_nms_ap": done,
                       "ignored_slots": ignored, "_ignored_slots": done}
+        if self.single_env.pool is not None:
+            final_info.update(pool_ap=reward_ap, _pool_ap=done)
         info = {**self._image_info(self._images), "final_obs": final_obs, "_final_obs": done,
                 "final_info": final_info, "_final_info": done}
         return self._obs, rewards, done, np.zeros(self.num_envs, dtype=bool), info
