@@ -9,13 +9,14 @@ Box, or a masked Discrete action of a sequential env.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["Agent", "env_family"]
+__all__ = ["Agent", "env_family", "import_object"]
 
 
 def env_family(env: gym.Env) -> str | None:
@@ -153,3 +154,25 @@ def _batch_size(batch: Any) -> int:
     if isinstance(batch, dict):
         return int(np.asarray(next(iter(batch.values()))).shape[0])
     return int(batch.shape[0])
+
+
+def import_object(path: str, what: str) -> Any:
+    """The object at ``path`` (``module:attr.attr`` or ``module.attr``); one-line ValueError naming ``what``."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"{what} {path!r} is not an import path ('package.module:Factory' or "
+                         "'package.module.Factory')")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"{what} {path!r}: cannot import module {module_name!r} ({err})") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}") from None
+    if not callable(obj):
+        raise ValueError(f"{what} {path!r} is a {type(obj).__name__}, not a class or factory")
+    return obj

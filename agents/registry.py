@@ -22,7 +22,6 @@ Either way the agent's ``source`` (the import path, or the registered builder's 
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 import sys
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from detgym.agents.base import Agent
+from detgym.agents.base import Agent, import_object
 
 __all__ = ["AGENTS", "AgentSpec", "agent_names", "find_agent", "is_import_path", "make_agent", "register"]
 
@@ -310,28 +309,6 @@ def is_import_path(name: str) -> bool:
     return ":" in name or "." in name
 
 
-def _import(path: str, what: str) -> Any:
-    """The object at ``path`` (``module:attr.attr`` or ``module.attr``); one-line ValueError naming ``what``."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"{what} {path!r} is not an import path ('package.module:Factory' or "
-                         "'package.module.Factory')")
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ValueError(f"{what} {path!r}: cannot import module {module_name!r} ({err})") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise ValueError(f"{what} {path!r} is a {type(obj).__name__}, not a class or factory")
-    return obj
-
-
 def _is_sb3_class(obj: Any) -> bool:
     # a subclass of SB3's BaseAlgorithm was defined after importing it: nothing to import for any other class
     base = sys.modules.get("stable_baselines3.common.base_class")
@@ -357,7 +334,7 @@ def _learns(factory: Any) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _from_path(path: str) -> AgentSpec:
-    obj = _import(path, "agent")
+    obj = import_object(path, "agent")
     if _is_sb3_class(obj):
         return AgentSpec(path, f"{obj.__module__}.{obj.__qualname__} (SB3 algorithm)", "sb3", _sb3_fits(obj),
                          _sb3_class_build(obj), learns=True, source=path)
@@ -386,7 +363,7 @@ def find_agent(name: str, source: str | None = None) -> AgentSpec:
         raise ValueError(f"unknown agent {name!r}; accepted: {', '.join(AGENTS)}, or an import path "
                          "'package.module:Factory'")
     try:
-        build = _import(source, "builder")
+        build = import_object(source, "builder")
     except ValueError as err:
         raise ValueError(f"agent {name!r} was registered (detgym.agents.register) by the process that ran it, and "
                          f"this process cannot import it again: {err}; register it here first, or compare it by "

@@ -24,10 +24,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from detgym.agents.base import Agent, env_family
+from detgym.agents.base import Agent, import_object
 
 __all__ = [
-    "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "family_options", "make_env", "make_sb3",
+    "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "env_options", "make_env", "make_sb3",
     "make_vec", "wrap_env",
 ]
 
@@ -157,14 +157,8 @@ def make_sb3(algo: str | type, env: Any, seed: int | None = 0, policy: str | Non
     return _algo_class(key)(policy or _POLICY.get(key, "MlpPolicy"), env, **options)
 
 
-#: Info entries SB3 never reads, per env family, left out of the training env's info: DummyVecEnv deep-copies every
-#: step's info, and the box-selection envs' per-candidate COCO dicts (what ``evaluate_episodes`` reads) cost more to
-#: copy than the step itself.
-_UNREAD_INFO: dict[str, tuple[str, ...]] = {"box_select": ("candidates",)}
-
-
 class _DropInfo(gym.Wrapper):
-    """The env with some info entries left out (see :data:`_UNREAD_INFO`)."""
+    """The env with some info entries left out (its class's ``sb3_unread_info``)."""
 
     def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
         super().__init__(env)
@@ -182,21 +176,19 @@ class _DropInfo(gym.Wrapper):
         return obs, reward, terminated, truncated, self._slim(info)
 
 
-def family_options(algo: str | type, env: gym.Env) -> dict[str, Any]:
-    """Options of ``algo`` over :data:`SB3_DEFAULTS` for ``env``'s family: the DetBoxSelect envs observe a set of
-    candidates, so PPO, A2C and MaskablePPO get the permutation-equivariant set policy
-    (:data:`detgym.agents.set_policy.SB3_OPTIONS`)."""
-    if env_family(env) == "box_select" and isinstance(algo, str):
-        from detgym.agents.set_policy import SB3_OPTIONS
-
-        return dict(SB3_OPTIONS.get(algo, {}))
-    return {}
+#: Options an env class may name by import path (``"package.module:Name"``): env modules do not import agents.
+_IMPORTED_OPTIONS = ("policy", "learning_rate")
 
 
 def env_options(algo: str | type, env: gym.Env) -> dict[str, Any]:
-    """The env class's options for ``algo`` (its ``sb3_options``; ``n_envs`` among them is SB3Agent's)."""
+    """The env class's options for ``algo`` (its ``sb3_options``; ``n_envs`` among them is SB3Agent's), with a
+    policy class or learning-rate schedule given as an import path imported."""
     name = algo if isinstance(algo, str) else algo.__name__.lower()
-    return dict(getattr(env.unwrapped, "sb3_options", {}).get(name, {}))
+    options = dict(getattr(env.unwrapped, "sb3_options", {}).get(name, {}))
+    for key in _IMPORTED_OPTIONS:
+        if isinstance(options.get(key), str) and ":" in options[key]:
+            options[key] = import_object(options[key], f"sb3_options[{name!r}][{key!r}]")
+    return options
 
 
 def _copy(env: gym.Env) -> gym.Env:
@@ -225,13 +217,13 @@ class SB3Agent(Agent):
         from stable_baselines3.common.env_util import make_vec_env
 
         self.algo = algo if isinstance(algo, type) else str(algo).lower()
-        kwargs = {**family_options(self.algo, env), **env_options(self.algo, env), **kwargs}
+        kwargs = {**env_options(self.algo, env), **kwargs}
         n_envs = kwargs.pop("n_envs", 1)
         if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
             raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
         wrapped = wrap_env(env)
         super().__init__(wrapped.observation_space, wrapped.action_space)
-        unread = _UNREAD_INFO.get(env_family(env) or "") or getattr(env.unwrapped, "sb3_unread_info", ())
+        unread = getattr(env.unwrapped, "sb3_unread_info", ())
         copies = [env] + [_copy(env) for _ in range(n_envs - 1)]
         train_envs = [_DropInfo(wrap_env(e), unread) if unread else wrap_env(e) for e in copies]
         self.venv = make_vec_env(lambda: train_envs.pop(0), n_envs=n_envs, seed=seed)

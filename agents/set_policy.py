@@ -38,7 +38,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
 __all__ = [
-    "MaskableSetPolicy", "SB3_OPTIONS", "SetEncoder", "SetPolicy", "SlotHead", "decaying_learning_rate",
+    "MaskableSetPolicy", "SetEncoder", "SetPolicy", "SlotHead", "decaying_learning_rate",
     "set_policy_fits",
 ]
 
@@ -194,23 +194,3 @@ def decaying_learning_rate(progress_remaining: float) -> float:
     """1e-3 falling linearly to 0 over a run (SB3 passes the fraction of the run left): the box-selection learners'
     learning rate."""
     return 1e-3 * progress_remaining
-
-
-#: What ``make_agent("ppo" / "a2c" / "maskable_ppo", env=...)`` uses on the DetBoxSelect envs (over
-#: :data:`detgym.agents.sb3.SB3_DEFAULTS`; an argument given to the agent wins, ``policy_kwargs`` as a whole): the
-#: set policy, rollouts of 512 images, a learning rate decaying from 1e-3, and for new scores a start at the
-#: detector's scores with std 0.14 in SB3's [-1, 1] action scale (0.07 in score). Measured on DetBoxRescore-v1
-#: (default preset; COCO AP of the deterministic policy over the 200 val images; greedy NMS 0.498): with std 1
-#: (SB3's default) it fell from 0.30 to 0.18 in 20k steps, with std 0.14 it rose to 0.36; learning rate 1e-3 with
-#: 10 epochs reached 0.48 at 30k steps (3e-4 with 5 epochs: 0.36 at 20k); Deep Sets alone cost 2.5x less CPU per
-#: step than with 4 attention heads for about the same AP at 30k steps (0.480 / 0.484); 5 epochs instead of 10
-#: halved the CPU per step for the same AP at 45k; a constant 1e-3 wandered (0.506 at 100k steps, 0.499 at 200k),
-#: decaying to 0 over 160k steps ended at 0.506 after 7.4 CPU-minutes.
-SB3_OPTIONS: dict[str, dict[str, Any]] = {
-    "ppo": {"policy": SetPolicy, "n_steps": 512, "batch_size": 128, "n_epochs": 5,
-            "learning_rate": decaying_learning_rate, "policy_kwargs": {"log_std_init": -2.0}},
-    "a2c": {"policy": SetPolicy, "n_steps": 32, "learning_rate": decaying_learning_rate,
-            "policy_kwargs": {"log_std_init": -2.0}},
-    "maskable_ppo": {"policy": MaskableSetPolicy, "n_steps": 512, "batch_size": 128, "n_epochs": 5,
-                     "learning_rate": decaying_learning_rate},
-}
