@@ -8,7 +8,8 @@ an SB3 algorithm class such as ``"sb3_contrib.TQC"``); :func:`register` adds a n
 * Paper 000 (DetLossWeight): :class:`AVWAgent`, :class:`RLOAgent`; baselines :class:`UniformAgent`,
   :class:`ConstantAgent`.
 * Paper 001 (DetBoxSelect): the NMS family (:mod:`detgym.agents.nms`: greedy NMS, soft-NMS, top-k, threshold, keep-all,
-  oracle) as agents (:mod:`detgym.agents.box_heuristics`); the policy-gradient detector (:mod:`detgym.agents.pg_detector`).
+  oracle) as agents (:mod:`detgym.agents.box_heuristics`); the policy-gradient detector
+  (:mod:`detgym.agents.pg_detector`).
 * Papers 002/003 (DetSampleSelect): :class:`detgym.agents.mgral.MGRALAgent`; entropy / score-uncertainty
   (:mod:`detgym.agents.active_learning`) and core-set (:mod:`detgym.agents.coreset`) baselines.
 * Every env: :class:`RandomAgent`; SB3 / sb3-contrib algorithms (:class:`detgym.agents.sb3.SB3Agent`).
@@ -20,8 +21,9 @@ from detgym.agents.constant import ConstantAgent
 from detgym.agents.random_agent import RandomAgent
 from detgym.agents.registry import AGENTS, AgentSpec, agent_names, find_agent, make_agent, register
 from detgym.agents.rlo import RLOAgent
-from detgym.rollout import Episode, Step, evaluate, run_episode, run_vector_episode
 from detgym.agents.uniform import UniformAgent
+
+from detgym.rollout import Episode, Step, evaluate, run_episode, run_vector_episode
 
 __all__ = [
     "AGENTS",

@@ -56,7 +56,8 @@ class Agent:
     # ---------------------------------------------------------------- public API
     @classmethod
     def fits(cls, env: gym.Env) -> bool:
-        """Whether this agent can act in ``env`` (its family and action space); :func:`detgym.agents.make_agent` asks."""
+        """Whether this agent can act in ``env`` (its family and action space); :func:`detgym.agents.make_agent`
+        asks."""
         return True
 
     def wrap_env(self, env: gym.Env) -> gym.Env:
@@ -121,7 +122,8 @@ class Agent:
             if obs.shape[1:] == space.shape:
                 return obs, False
             raise ValueError(
-                f"observation must have shape {space.shape} (one) or [n_envs, *{space.shape}] (a batch), got {obs.shape}"
+                f"observation must have shape {space.shape} (one) or [n_envs, *{space.shape}] (a batch), "
+                f"got {obs.shape}"
             )
         if obs.ndim not in (1, 2):
             raise ValueError(

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
-
 from detgym.agents.base import Agent
+from gymnasium import spaces
 
 __all__ = ["RandomAgent"]
 

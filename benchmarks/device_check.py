@@ -24,8 +24,8 @@ SEED = 0
 def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
     """Reset + up to ``max_steps`` random-agent steps of ``env_id`` on ``device``; times in seconds."""
     import gymnasium as gym
-
     from detgym.agents import make_agent
+
     from detgym.rollout import run_episode
 
     t0 = time.perf_counter()
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             gpu = time_episode(env_id, "cuda", max_steps)
             rows.append({"cpu": cpu, "cuda": gpu})
             ratio = gpu["step_s"] / cpu["step_s"] if cpu["step_s"] > 0 else float("nan")
-            print(f"{env_id:<34} steps {gpu['steps']:>3}  reset cpu {cpu['reset_s']:7.3f} s  cuda {gpu['reset_s']:7.3f} s"
-                  f"  | step cpu {cpu['step_s'] * 1e3:9.2f} ms  cuda {gpu['step_s'] * 1e3:9.2f} ms  (cuda/cpu {ratio:.3f})")
+            print(f"{env_id:<34} steps {gpu['steps']:>3}  reset cpu {cpu['reset_s']:7.3f} s  "
+                  f"cuda {gpu['reset_s']:7.3f} s  | step cpu {cpu['step_s'] * 1e3:9.2f} ms  "
+                  f"cuda {gpu['step_s'] * 1e3:9.2f} ms  (cuda/cpu {ratio:.3f})")
     vector = vector_step_ratio()
     if args.json:
         atomic_write_json(Path(args.json), {"device": torch.cuda.get_device_name(0), "rows": rows, "vector": vector})

@@ -44,7 +44,8 @@ def read_probs(log_dir: str | os.PathLike, episode: int | None = None) -> tuple[
     chosen = int(max(episodes.values())) if episode is None else int(episode)
     steps = sorted(s for s, e in episodes.items() if int(e) == chosen)
     if not steps:
-        raise ValueError(f"episode={episode} is not in the log; accepted: {sorted({int(e) for e in episodes.values()})}")
+        accepted = sorted({int(e) for e in episodes.values()})
+        raise ValueError(f"episode={episode} is not in the log; accepted: {accepted}")
     probs = np.array([[by_step(f"rlo/prob/a{k}")[s] for k in range(4)] for s in steps])
     return np.array([decisions[s] for s in steps]), probs, chosen
 
@@ -72,8 +73,9 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
 
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:
     """Run one RLO episode on ``preset`` with logging; returns the env's alpha."""
-    import detgym  # noqa: F401
     from detgym.agents import RLOAgent, run_episode
+
+    import detgym  # noqa: F401
     from detgym.envs.loss_weight import DetLossWeightEnv
 
     env = DetLossWeightEnv(preset, log_dir=os.path.join(log_dir, "env"), **env_kwargs)

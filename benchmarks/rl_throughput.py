@@ -2,8 +2,9 @@
 gymnasium's SyncVectorEnv -- two ratios, each measured side by side in one run.
 
 1. **Episodes per CPU-hour** of a learning detector (final val AP50 >= 0.5; every sub-episode of a vector env
-   counts). Baseline: DetLossWeight-v0 as it was before the vector env and the fast training path (the ``retinanet`` preset, one single env, on the
-   previous training path: ``benchmarks.profile_step.use_previous_path``; ``--baseline-path current`` drops that);
+   counts). Baseline: DetLossWeight-v0 as it was before the vector env and the fast training path (the
+   ``retinanet`` preset, one single env, on the previous training path:
+   ``benchmarks.profile_step.use_previous_path``; ``--baseline-path current`` drops that);
    candidate: today's ``DetLossWeight-v0`` (the ``default`` preset) in the native vector env with ``--num-envs``
    sub-envs. Both run the uniform scheme (a3) in the same process with the same torch threads, alternating
    (baseline, candidate, baseline, ...), so load drifts hit both. CPU time is the process's own
@@ -59,6 +60,7 @@ class Clock:
 def uniform_ap50(env: Any, seed: int) -> np.ndarray:
     """One episode of every sub-env of a vector env under the uniform scheme; final val AP50 per sub-env."""
     from detgym.agents import ConstantAgent
+
     from detgym.rollout import run_vector_episode
 
     episodes = run_vector_episode(env, ConstantAgent(UNIFORM), seed=seed)
@@ -69,7 +71,8 @@ def uniform_ap50(env: Any, seed: int) -> np.ndarray:
 def episodes_per_cpu_hour(rounds: int, num_envs: int, baseline: str = BASELINE_PRESET,
                           candidate: str = CANDIDATE_PRESET, seed: int = 0, previous_path: bool = True,
                           **env_kwargs: Any) -> dict[str, Any]:
-    """Learning-detector episodes per CPU-hour: the single env on the previous training path against today's vector env."""
+    """Learning-detector episodes per CPU-hour: the single env on the previous training path against today's vector
+    env."""
     from detgym.envs.loss_weight import DetLossWeightEnv, DetLossWeightVectorEnv
 
     single = DetLossWeightEnv(baseline, **env_kwargs)

@@ -99,16 +99,19 @@ def main(argv: list[str] | None = None) -> None:
         get_recipe(name)  # fail early on a typo
     device = resolve_device(args.device)
     train, val = digits_dataset("train"), digits_dataset("val")
-    print(f"digits: {len(train)} train / {len(val)} val images, device {device}, torch threads {torch.get_num_threads()}")
+    print(f"digits: {len(train)} train / {len(val)} val images, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
     for name in names:
         row: dict = {"recipe": name, "device": str(device)}
         if args.overhead_iters > 0:
-            row.update(plain_loop_ratio(name, train, iters=args.overhead_iters, blocks=args.overhead_blocks, device=device))
+            row.update(plain_loop_ratio(name, train, iters=args.overhead_iters, blocks=args.overhead_blocks,
+                                        device=device))
             print(f"[{name}] trainer {row['trainer_s_per_it'] * 1e3:.1f} ms/it vs plain torchvision loop "
                   f"{row['plain_s_per_it'] * 1e3:.1f} ms/it: ratio {row['ratio']:.3f}")
         row.update(train_and_evaluate(name, train, val, iterations=args.iterations, device=device))
         print(f"[{name}] {row['iterations']} it in {row['train_seconds']:.0f} s: {row['iterations_per_s']:.2f} it/s, "
-              f"{row['images_per_s']:.1f} img/s; val AP {row['AP']:.3f} AP50 {row['AP50']:.3f} AR100 {row['AR100']:.3f}")
+              f"{row['images_per_s']:.1f} img/s; val AP {row['AP']:.3f} AP50 {row['AP50']:.3f} "
+              f"AR100 {row['AR100']:.3f}")
         atomic_write_json(Path("runs/substrate") / f"{name}.json", row, indent=2)
 
 

@@ -85,7 +85,8 @@ def add_data_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentPa
     dg.add_argument("--test", type=_NONNEG_INT, default=None, help="test images (default 200)")
     dg.add_argument("--image-size", type=_NONNEG_INT, default=None, help="square image side in px (default 128)")
     dg.add_argument("--min-height", type=float, default=None, help="smallest digit height in px (default 8)")
-    dg.add_argument("--max-height", type=float, default=None, help="largest digit height in px (default 100, or image size - 4 if smaller)")
+    dg.add_argument("--max-height", type=float, default=None,
+                    help="largest digit height in px (default 100, or image size - 4 if smaller)")
     dg.add_argument("--overwrite", action="store_true", help="replace a digits set previously written to --out")
     dg.set_defaults(func=_cmd_data_digits)
 
@@ -123,7 +124,8 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser, *, batch_help: str | None = None) -> None:
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device (default auto: CUDA if available)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="device (default auto: CUDA if available)")
     p.add_argument("--threads", type=_POS_INT, default=None, help="CPU threads for torch (default: torch's choice)")
     if batch_help:
         p.add_argument("--batch-size", type=_POS_INT, default=None, help=batch_help)
@@ -156,35 +158,45 @@ def add_train_command(subparsers: "argparse._SubParsersAction[argparse.ArgumentP
     p = subparsers.add_parser(
         "train", help="train a detector into a run directory (paper 004 pipeline)",
         description="Train a detector on a COCO-layout dataset (train/ valid/ + train.json valid.json) or the "
-        "embedded digits set, as paper 004: warmup + cosine to --min-lr, backbone at 0.5x lr (trained backbones), augmentation "
-        "(ColorJitter, SVHN colour policy, affine) off for the last --no-aug-epochs, val mAP every epoch, best.pt "
-        "and last.pt, TensorBoard logs and PNG plots in --out. Unset options come from the detector's recipe. "
+        "embedded digits set, as paper 004: warmup + cosine to --min-lr, backbone at 0.5x lr (trained backbones), "
+        "augmentation (ColorJitter, SVHN colour policy, affine) off for the last --no-aug-epochs, val mAP every epoch, "
+        "best.pt and last.pt, TensorBoard logs and PNG plots in --out. Unset options come from the detector's recipe. "
         "Ctrl-C saves last.pt; continue with --resume.",
     )
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (new or empty; with --resume: an existing run)")
+    p.add_argument("--out", required=True, metavar="RUN_DIR",
+                   help="run directory (new or empty; with --resume: an existing run)")
     p.add_argument("--data", default=None, metavar="PATH_OR_PRESET",
                    help="'digits' (default: the embedded synthetic set) or a COCO-layout / VOC directory")
-    p.add_argument("--family", choices=FAMILIES, default=None, help="detector family (default fasterrcnn, as paper 004)")
+    p.add_argument("--family", choices=FAMILIES, default=None,
+                   help="detector family (default fasterrcnn, as paper 004)")
     p.add_argument("--backbone", choices=BACKBONES, default=None, help="backbone (default tiny: CPU-trainable)")
-    p.add_argument("--res-fpn", action="store_true", default=None, help="residual block after every FPN output (paper 004)")
+    p.add_argument("--res-fpn", action="store_true", default=None,
+                   help="residual block after every FPN output (paper 004)")
     p.add_argument("--pretrained", choices=("coco", "imagenet"), default=None,
                    help="start from torchvision's COCO detector or ImageNet backbone weights (downloads; not for tiny)")
-    p.add_argument("--finetune", default=None, metavar="CKPT", help="start from the weights of this checkpoint (e.g. RUN/best.pt)")
+    p.add_argument("--finetune", default=None, metavar="CKPT",
+                   help="start from the weights of this checkpoint (e.g. RUN/best.pt)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out from its last.pt")
     p.add_argument("--epochs", type=_POS_INT, default=None, help="epochs (default: the recipe's iterations in epochs)")
     p.add_argument("--batch-size", type=_POS_INT, default=None, help="training batch size (default: the recipe's)")
     p.add_argument("--lr", type=_pos_float, default=None, help="initial (head) learning rate (default: the recipe's)")
-    p.add_argument("--min-lr", type=_nonneg_float, default=None, help="learning rate at the end of the cosine (default: recipe)")
-    p.add_argument("--warmup-epochs", type=_nonneg_float, default=None, help="linear warmup length in epochs (fractions allowed)")
-    p.add_argument("--no-aug-epochs", type=_NONNEG_INT, default=None, help="last epochs trained without augmentation (default: 30%%)")
+    p.add_argument("--min-lr", type=_nonneg_float, default=None,
+                   help="learning rate at the end of the cosine (default: recipe)")
+    p.add_argument("--warmup-epochs", type=_nonneg_float, default=None,
+                   help="linear warmup length in epochs (fractions allowed)")
+    p.add_argument("--no-aug-epochs", type=_NONNEG_INT, default=None,
+                   help="last epochs trained without augmentation (default: 30%%)")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None, help="no augmentation at all")
-    p.add_argument("--flip", action="store_true", default=None, help="also flip horizontally (off for digits by default)")
+    p.add_argument("--flip", action="store_true", default=None,
+                   help="also flip horizontally (off for digits by default)")
     p.add_argument("--weight-decay", type=_nonneg_float, default=None, help="weight decay (default: the recipe's)")
     p.add_argument("--backbone-lr-mult", type=_nonneg_float, default=None,
                    help="backbone learning rate as a multiple of --lr (default: 0.5 as paper 004 for --pretrained / "
                    "--finetune backbones, 1 for a backbone trained from scratch)")
-    p.add_argument("--image-size", type=_POS_INT, default=None, help="detector input size in px (default: recipe, 128 for tiny)")
-    p.add_argument("--seed", type=_NONNEG_INT, default=None, help="seed of initialisation, batch order, augmentation (default 0)")
+    p.add_argument("--image-size", type=_POS_INT, default=None,
+                   help="detector input size in px (default: recipe, 128 for tiny)")
+    p.add_argument("--seed", type=_NONNEG_INT, default=None,
+                   help="seed of initialisation, batch order, augmentation (default 0)")
     p.add_argument("--eval-batch-size", type=_POS_INT, default=None, help="batch size of validation")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
@@ -343,9 +355,9 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _cmd_build_tree(args: argparse.Namespace) -> int:
-    from detgym.envs.loss_weight.tree import TreeSpec, build_tree, tree_preset
-
     import json
+
+    from detgym.envs.loss_weight.tree import TreeSpec, build_tree, tree_preset
 
     try:
         env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}

@@ -12,17 +12,26 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-import detgym  # noqa: F401  registers the ids
 from detgym.agents import make_agent
 from detgym.agents.box_heuristics import BoxRuleAgent
-from detgym.agents.nms import RULES, coco_detections, evaluate_rule, greedy_nms, oracle_keep, postprocess, soft_nms, topk
+from detgym.agents.nms import (
+    RULES,
+    coco_detections,
+    evaluate_rule,
+    greedy_nms,
+    oracle_keep,
+    postprocess,
+    soft_nms,
+    topk,
+)
 from detgym.agents.registry import agent_names
-from detgym.rollout import run_episode
+
+import detgym  # noqa: F401  registers the ids
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate
 from detgym.metrics.reference import pycocotools_stats
+from detgym.rollout import run_episode
 
 IDS = ("DetBoxSelect-Test-v0", "DetBoxSelectSeq-Test-v0", "DetBoxRescore-Test-v0")
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from detgym import agents
 from benchmarks import al_curves
+from detgym import agents
 from detgym.compare.store import read_runs
 
 

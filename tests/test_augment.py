@@ -18,7 +18,6 @@ from detgym.data.augment import (
     transform_boxes,
 )
 
-
 GEOMETRY_ONLY = AugmentConfig(color_jitter_prob=0.0, svhn_policy_prob=0.0, affine_prob=1.0)
 
 

@@ -14,8 +14,13 @@ from detgym.data import DigitsConfig, write_digits
 from detgym.models import build_detector
 from detgym.pipeline import RunDir, TrainOptions, load_model_weights, resolve_run_config
 from detgym.train import TrainConfig, Trainer
-from detgym.train.checkpoint import (UnsafeCheckpointError, atomic_torch_save, load_checkpoint_file, load_plain,
-                                     plain_data)
+from detgym.train.checkpoint import (
+    UnsafeCheckpointError,
+    atomic_torch_save,
+    load_checkpoint_file,
+    load_plain,
+    plain_data,
+)
 
 
 class _RunsACommand:

@@ -8,14 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from detgym.agents import AGENTS, register
 
 import detgym.compare
 from detgym import cli
-from detgym.agents import AGENTS, register
 from detgym.compare.store import read_runs
 
 ENV = "DetLossWeight-Test-v0"

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.error import ResetNeeded
-from gymnasium.utils.env_checker import check_env
 
 import detgym  # noqa: F401  registers the ids
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import (
-    CacheError, SplitCandidates, cache_paths, load_candidates, load_detector, split_features,
+    CacheError,
+    SplitCandidates,
+    cache_paths,
+    load_candidates,
+    load_detector,
+    split_features,
 )
 from detgym.envs.box_select.env import DetBoxRescoreEnv, DetBoxSelectEnv, DetBoxSelectSeqEnv
 from detgym.envs.box_select.features import feature_layout
@@ -87,15 +90,7 @@ def _iou(a, b):
 
 
 @pytest.mark.parametrize("env_id", IDS)
-def test_check_env_gymnasium_and_sb3(env_id, kw):
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    e = gym.make(env_id, **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # SB3 recommends flat observations and [-1, 1] Box actions
-        check_env(e.unwrapped, skip_render_check=True)
-        sb3_check_env(e.unwrapped)
-    e.close()
+def test_sync_vector_env_stacks_infos(env_id, kw):
     # gymnasium's own vector env stacks the infos of its envs (variable-length entries must be lists)
     venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", **kw)
     venv.reset(seed=0)
@@ -404,6 +399,7 @@ def test_split_arrays_are_checked():
 
 def test_learners_run_on_every_variant(kw):
     from detgym.agents import make_agent
+
     from detgym.rollout import run_episode
 
     for env_id, algo in (("DetBoxSelect-Test-v0", "ppo"), ("DetBoxRescore-Test-v0", "ppo"),
@@ -421,8 +417,8 @@ def test_learners_run_on_every_variant(kw):
 def test_prepared_ap_is_image_ap():
     """The env's prepared reward equals image_ap on crowd GTs, images without GT or candidates, tied scores and
     more than 100 same-class detections (COCO's maxDets)."""
-    from detgym.metrics.prepared_ap import PreparedAP
     from detgym.metrics import image_ap
+    from detgym.metrics.prepared_ap import PreparedAP
 
     rng = np.random.default_rng(0)
     images = []

@@ -3,15 +3,12 @@ NMS detections (``pool_detections()``) plus the episode's kept boxes, on the "te
 
 from __future__ import annotations
 
-import warnings
-
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
+from detgym.agents import make_agent
 
 import detgym  # noqa: F401  registers the ids
-from detgym.agents import make_agent
 from detgym.envs import ENV_IDS
 from detgym.envs.box_select.candidates import cache_paths
 from detgym.envs.box_select.env import DetBoxRescoreEnv, DetBoxSelectEnv, DetBoxSelectSeqEnv
@@ -124,17 +121,6 @@ def test_vector_env_equals_single_env(kw, env):
             _, r, _, _, single = env.step(actions[b])
             assert rewards[b] == r and info["final_info"]["pool_ap"][b] == single["pool_ap"]
     venv.close()
-
-
-@pytest.mark.parametrize("cls", [DetBoxSelectEnv, DetBoxSelectSeqEnv, DetBoxRescoreEnv])
-def test_checkers_pass(cls, kw):
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    e = cls("test", reward="pool_ap", **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check_env(e, skip_render_check=True)
-        sb3_check_env(e, warn=False)
 
 
 def test_bad_input(kw):

@@ -15,9 +15,9 @@ from gymnasium.error import ResetNeeded
 import detgym  # noqa: F401  registers the ids
 from detgym.envs.loss_weight import PRESETS, DetLossWeightContinuousEnv, DetLossWeightEnv, LogScaleObservation
 from detgym.envs.loss_weight.observation import split_observation
+from detgym.envs.loss_weight.weighting import decrease_rate, interval_reward, scheme_weights
 from detgym.metrics import STAT_NAMES as COCO_STATS
 from detgym.train import NonFiniteLossError
-from detgym.envs.loss_weight.weighting import decrease_rate, interval_reward, scheme_weights
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,13 @@ import pytest
 import detgym  # noqa: F401  registers the ids
 from detgym.envs.loss_weight.tabular import DetLossWeightTabularEnv, TabularPreset, _load_table
 from detgym.envs.loss_weight.tree import (
-    TreeSpec, TreeTable, build_tree, fidelity_check, node_name, packaged_table, tree_preset,
+    TreeSpec,
+    TreeTable,
+    build_tree,
+    fidelity_check,
+    node_name,
+    packaged_table,
+    tree_preset,
 )
 
 SMALL = TreeSpec("test", decisions=2, overrides={"iterations": 24})

@@ -6,8 +6,16 @@ import torch
 
 from detgym._validation import check_choice, replace_fields
 from detgym.models import build_detector
-from detgym.train import (NonFiniteLossError, Recipe, TrainConfig, Trainer, backbone_trunk, get_recipe, lr_factor,
-                          predict_coco)
+from detgym.train import (
+    NonFiniteLossError,
+    Recipe,
+    TrainConfig,
+    Trainer,
+    backbone_trunk,
+    get_recipe,
+    lr_factor,
+    predict_coco,
+)
 
 
 def _trainer(tiny_digits, family="fcos", res_fpn=False, **cfg):

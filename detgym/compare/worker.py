@@ -209,8 +209,9 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     evaluation episodes), ``AP`` (mean final COCO AP, when the env reports final metrics; else, for envs with
     ``evaluate_episodes`` such as DetBoxSelect, the COCO AP of all evaluated episodes together, whose stats are
     ``dataset_metrics``), the env's info metrics (``compare_defaults.info_metrics``: each a mean over the evaluation
-    episodes' last info, e.g. ``regret``), ``train`` (learning agents: timesteps, finished training episodes with return / length /
-    timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time during the run),
+    episodes' last info, e.g. ``regret``), ``train`` (learning agents: timesteps, finished training episodes with
+    return / length / timesteps / actions / final_AP, wall_s), ``wall_s`` and ``cpu_s`` (this process's CPU time
+    during the run),
     ``torch_threads``, ``versions``, ``host``, ``finished_at``. ``env.train`` (kwargs, config_key, key) names the
     env learners trained in when it is not the evaluated one.
     """

@@ -469,7 +469,9 @@ class DetectionAugment:
             raise ValueError(f"got {len(imgs)} images but {len(targets)} targets")
         for i, im in enumerate(imgs):
             if im.ndim != 3 or im.shape[0] != 3 or not im.is_floating_point():
-                raise ValueError(f"images[{i}] must be a float tensor [3, H, W] in 0..1, got {im.dtype} {tuple(im.shape)}")
+                raise ValueError(
+                    f"images[{i}] must be a float tensor [3, H, W] in 0..1, got {im.dtype} {tuple(im.shape)}"
+                )
         out_imgs: list[torch.Tensor] = [im for im in imgs]
         out_tgts: list[Target] = [dict(t) for t in targets]
         # Group equal sizes so that every op runs once per group; the draws are made per group in a fixed
@@ -544,7 +546,9 @@ class DetectionAugment:
                 new_boxes[i], keeps[i] = self._move_boxes(boxes[i], matrices[i], H, W)
         return x, new_boxes, keeps
 
-    def _move_boxes(self, boxes: torch.Tensor, matrix: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _move_boxes(
+        self, boxes: torch.Tensor, matrix: torch.Tensor, H: int, W: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         mapped = transform_boxes(boxes, matrix)
         clipped = mapped.clone()

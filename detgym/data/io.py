@@ -173,9 +173,14 @@ def write_image(path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, 
     and barely shrink them. Unknown suffixes are rejected rather than guessed.
     """
     path = Path(path)
-    arr = np.ascontiguousarray(image.detach().cpu().numpy().transpose(1, 2, 0)) if isinstance(image, torch.Tensor) else np.asarray(image)
+    if isinstance(image, torch.Tensor):
+        arr = np.ascontiguousarray(image.detach().cpu().numpy().transpose(1, 2, 0))
+    else:
+        arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"write_image({path}): need uint8 RGB [3,H,W] tensor or [H,W,3] array, got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"write_image({path}): need uint8 RGB [3,H,W] tensor or [H,W,3] array, got {arr.dtype} {arr.shape}"
+        )
     suffix = path.suffix.lower()
     buf = _io.BytesIO()
     pil = Image.fromarray(arr)

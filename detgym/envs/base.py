@@ -124,7 +124,9 @@ class DetectorEnv(gym.Env):
         super().__init__()
         accepted = (None, *self.metadata.get("render_modes", ()))
         if render_mode not in accepted:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; accepted: {', '.join(map(repr, accepted))}")
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported; accepted: {', '.join(map(repr, accepted))}"
+            )
         self.render_mode = render_mode
         check_positive_int("num_threads", num_threads)
         self.num_threads = int(num_threads)

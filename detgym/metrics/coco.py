@@ -47,8 +47,16 @@ import numpy as np
 
 from ._backend import kernel, njit
 from ._boxes import coco_iou
-from ._cocoparams import (AREA_LABELS, AREA_RANGES, EPS, IOU_THRESHOLDS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS,
-                          STAT_NAMES)
+from ._cocoparams import (
+    AREA_LABELS,
+    AREA_RANGES,
+    EPS,
+    IOU_THRESHOLDS,
+    MATCH_THRESHOLDS,
+    MAX_DETS,
+    RECALL_THRESHOLDS,
+    STAT_NAMES,
+)
 from ._matching import match_detection
 
 __all__ = ["coco_evaluate", "STAT_NAMES"]

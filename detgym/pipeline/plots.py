@@ -29,7 +29,9 @@ def _series(history: Sequence[dict[str, Any]], group: str, key: str) -> list[flo
     return [float(h.get(group, {}).get(key, float("nan"))) for h in history]
 
 
-def plot_history(history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_off_epoch: int | None = None) -> list[Path]:
+def plot_history(
+    history: Sequence[dict[str, Any]], out_dir: str | Path, *, aug_off_epoch: int | None = None
+) -> list[Path]:
     """Write ``loss.png`` (train vs val, one panel per loss term + total) and ``map.png`` into ``out_dir``.
 
     ``aug_off_epoch`` (1-based epoch from which augmentation is off) is marked with a vertical line.

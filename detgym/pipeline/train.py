@@ -116,7 +116,9 @@ class TrainOutcome:
 def _recipe_for(family: str, backbone: str, res_fpn: bool) -> tuple[Any, str | None]:
     from detgym.train import RECIPES, Recipe, get_recipe
 
-    names = ([f"{family}-{backbone}-resfpn"] if res_fpn else []) + [f"{family}-{backbone}", f"{family}-{backbone}-resfpn"]
+    names = ([f"{family}-{backbone}-resfpn"] if res_fpn else []) + [
+        f"{family}-{backbone}", f"{family}-{backbone}-resfpn"
+    ]
     for name in names:
         if name in RECIPES:
             return get_recipe(name), name

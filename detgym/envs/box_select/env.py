@@ -19,7 +19,7 @@ from detgym.envs.cache import LRU
 from detgym.metrics import coco_evaluate
 from detgym.metrics.pool_ap import PoolAP
 
-from .candidates import load_candidates, cache_paths
+from .candidates import cache_paths, load_candidates
 from .features import feature_layout, n_features
 from .presets import DEFAULT_POOL_SIZE, PRESETS, BoxSelectPreset
 from .table import ImageTable
@@ -73,14 +73,14 @@ class BoxSelectEnvBase(DetectorEnv):
                                        train_env_kwargs={"split": "train"}, eval_env_kwargs={"split": "val"})
 
     # An observation is a set of candidates: SB3 learners get the permutation-equivariant set policy
-    # (detgym.agents.set_policy, named by import path: envs do not import agents), rollouts of 512 images, a
-    # learning rate decaying from 1e-3, and for new scores a start at the detector's scores with std 0.14 in SB3's [-1, 1] action scale (0.07 in score). Measured on DetBoxRescore-v1
-    # (default preset; COCO AP of the deterministic policy over the 200 val images; greedy NMS 0.498): with std 1
-    # (SB3's default) it fell from 0.30 to 0.18 in 20k steps, with std 0.14 it rose to 0.36; learning rate 1e-3 with
-    # 10 epochs reached 0.48 at 30k steps (3e-4 with 5 epochs: 0.36 at 20k); Deep Sets alone cost 2.5x less CPU per
-    # step than with 4 attention heads for about the same AP at 30k steps (0.480 / 0.484); 5 epochs instead of 10
-    # halved the CPU per step for the same AP at 45k; a constant 1e-3 wandered (0.506 at 100k steps, 0.499 at 200k),
-    # decaying to 0 over 160k steps ended at 0.506 after 7.4 CPU-minutes.
+    # (detgym.agents.set_policy, named by import path: envs do not import agents), rollouts of 512 images, a learning
+    # rate decaying from 1e-3, and for new scores a start at the detector's scores with std 0.14 in SB3's [-1, 1] action
+    # scale (0.07 in score). Measured on DetBoxRescore-v1 (default preset; COCO AP of the deterministic policy over the
+    # 200 val images; greedy NMS 0.498): with std 1 (SB3's default) it fell from 0.30 to 0.18 in 20k steps, with std
+    # 0.14 it rose to 0.36; learning rate 1e-3 with 10 epochs reached 0.48 at 30k steps (3e-4 with 5 epochs: 0.36 at
+    # 20k); Deep Sets alone cost 2.5x less CPU per step than with 4 attention heads for about the same AP at 30k steps
+    # (0.480 / 0.484); 5 epochs instead of 10 halved the CPU per step for the same AP at 45k; a constant 1e-3 wandered
+    # (0.506 at 100k steps, 0.499 at 200k), decaying to 0 over 160k steps ended at 0.506 after 7.4 CPU-minutes.
     sb3_options = {
         "ppo": {"policy": f"{_SET_POLICY}:SetPolicy", "n_steps": 512, "batch_size": 128, "n_epochs": 5,
                 "learning_rate": f"{_SET_POLICY}:decaying_learning_rate", "policy_kwargs": {"log_std_init": -2.0}},

@@ -32,7 +32,10 @@ from typing import Any
 from detgym._validation import check_choice
 from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
 
-__all__ = ["ABSENT_CLASSES", "BASELINES", "DEFAULT_POOL_SIZE", "BoxSelectPreset", "PRESETS", "REWARDS", "SPLITS", "detector_fields"]
+__all__ = [
+    "ABSENT_CLASSES", "BASELINES", "DEFAULT_POOL_SIZE", "BoxSelectPreset", "PRESETS", "REWARDS", "SPLITS",
+    "detector_fields",
+]
 
 #: Accepted ``reward`` values: paper 001's per-image AP (the -v0 ids), or the change of COCO AP over a fixed pool of
 #: greedy-NMS outputs (the -v1 ids).

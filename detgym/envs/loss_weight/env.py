@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 
 from detgym.envs.base import F32_MAX, SEED_HIGH, CompareDefaults, DetectorEnv
@@ -15,8 +15,8 @@ from detgym.train import NonFiniteLossError, Trainer
 
 from .observation import build_observation, observation_size
 from .presets import PRESETS, LossWeightPreset
-from .wrappers import LogScaleObservation
 from .weighting import N_ACTIONS, decrease_rate, interval_reward, interval_stats, scheme_weights
+from .wrappers import LogScaleObservation
 
 __all__ = ["DetLossWeightContinuousEnv", "DetLossWeightEnv", "check_seed"]
 
@@ -69,7 +69,8 @@ class DetLossWeightEnv(DetectorEnv):
     | 4n+1 .. 5n     | weights ``w_i`` used during interval t                           | 1   | 1 + max(λ)   |
 
     Raw losses are not scaled (they grow with ``alpha``): for SB3 wrap the env in
-    :class:`detgym.envs.loss_weight.wrappers.LogScaleObservation` (what :mod:`detgym.agents.sb3` does) or use ``VecNormalize``.
+    :class:`detgym.envs.loss_weight.wrappers.LogScaleObservation` (what :mod:`detgym.agents.sb3` does) or use
+    ``VecNormalize``.
     (Continuous variant: the weight bounds are ``weight_bounds``.)
 
     ## Rewards

@@ -19,12 +19,12 @@ preset                    recipe                 alpha   meant for
 ``test``                  fcos-tiny, 32 px       2       the test suite: seconds per episode
 ========================  =====================  ======  ====================================================
 
-Why ``retinanet-lambda4`` is the default (``python -m benchmarks.loss_weight_signal``, the four constant schemes paired by seed
-in the vector env): with the paper's lambdas (1.5, 1.0) an enhanced level gets at most ``1 + 1.5 x`` its loss share,
-and on the digits the schemes' final val AP differed by about 0.02, under the seed noise (SD 0.036; a2 -
+Why ``retinanet-lambda4`` is the default (``python -m benchmarks.loss_weight_signal``, the four constant schemes paired
+by seed in the vector env): with the paper's lambdas (1.5, 1.0) an enhanced level gets at most ``1 + 1.5 x`` its loss
+share, and on the digits the schemes' final val AP differed by about 0.02, under the seed noise (SD 0.036; a2 -
 uniform +0.020 [-0.010, +0.056] at 5 seeds). With lambdas (4, 3) the same detector and schedule make the decision
-matter: best (a2) - worst (a0) about +0.07 AP, consistent across seeds (``python -m benchmarks.loss_weight_signal``). Its
-uniform scheme (a3) is exactly the old default's training.
+matter: best (a2) - worst (a0) about +0.07 AP, consistent across seeds (``python -m benchmarks.loss_weight_signal``).
+Its uniform scheme (a3) is exactly the old default's training.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ class DetLossWeightTabularEnv(DetectorEnv):
         self._prefix, self._last_map = (), 0.0
         obs, _, info = self._nodes[self.tree_seed][()]
         root = self.table.node(self.tree_seed, ())
-        info = {**_fresh(info), "tree_seed": self.tree_seed, "model_seed": root["model_seed"], "train_seed": root["train_seed"]}
+        info = {**_fresh(info), "tree_seed": self.tree_seed, "model_seed": root["model_seed"],
+                "train_seed": root["train_seed"]}
         return obs.copy(), info
 
     def _step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:

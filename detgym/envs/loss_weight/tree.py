@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from detgym.data.io import atomic_write_json, cache_root
+
 from .presets import PRESETS
 from .weighting import N_ACTIONS
 
@@ -213,7 +214,9 @@ class TreeTable:
             body = {k: v for k, v in data.items() if k != "checksum"}
             ok = data.get("kind") == _KIND and data.get("checksum") == _digest(body)
         except (OSError, ValueError, AttributeError) as err:
-            raise ValueError(f"tree table {path} could not be read ({err}); rebuild it with detgym build-tree") from None
+            raise ValueError(
+                f"tree table {path} could not be read ({err}); rebuild it with detgym build-tree"
+            ) from None
         if not ok:
             raise ValueError(f"tree table {path} is damaged (its checksum does not match) or not a tree table; "
                              "rebuild it with detgym build-tree")
@@ -443,8 +446,8 @@ def _schedule(pool: Any, spec: TreeSpec, todo: list, table: TreeTable, report: B
             report.cpu_s += record["train_cpu_s"] + record["eval_cpu_s"]
             bar.update(1)
             left = len(waiting) + pool.pending
-            bar.set_postfix_str(f"seed {seed} {node_name(prefix)}; about {left * report.cpu_s / report.computed / 60:.0f}"
-                                " CPU-min left", refresh=False)
+            bar.set_postfix_str(f"seed {seed} {node_name(prefix)}; "
+                                f"about {left * report.cpu_s / report.computed / 60:.0f} CPU-min left", refresh=False)
             if report.computed % save_every == 0:
                 table.save(path)
 

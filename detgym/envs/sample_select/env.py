@@ -48,9 +48,9 @@ class SampleSelectEnvBase(DetectorEnv):
     Pool-based active learning for object detection (papers 002/003, "Mean-AP Guided Reinforced Active Learning
     for Object Detection", MGRAL, section III-A). A detector is trained on a small labeled set; every cycle the
     env shows ``M`` unlabeled candidate images (a seeded draw from the unlabeled pool, ``candidates`` images, or
-    the whole pool: ``candidates="all"``), the agent chooses ``b`` of them (``batch``), they are labeled and the detector is trained on
-    the grown labeled set; the reward is the change of its val mAP. The labels of the train split stay hidden
-    until an image is selected: observations come from the images and the detector only.
+    the whole pool: ``candidates="all"``), the agent chooses ``b`` of them (``batch``), they are labeled and the
+    detector is trained on the grown labeled set; the reward is the change of its val mAP. The labels of the train split
+    stay hidden until an image is selected: observations come from the images and the detector only.
 
     :class:`DetSampleSelectEnv` takes one score per candidate and labels the top ``b`` (one step per cycle);
     :class:`DetSampleSelectSeqEnv` picks one image per step, with ``action_masks()`` (``b`` steps per cycle).
@@ -82,7 +82,8 @@ class SampleSelectEnvBase(DetectorEnv):
     | D+1, D+2    | ``mean_score``, ``max_score`` of those detections (0 without detections)             | 0 .. 1    |
     | D+3         | ``mean_entropy``: mean class entropy of the detections, divided by log C            | 0 .. 1    |
     | D+4         | ``sum_entropy``: their sum                                                           | >= 0      |
-    | D+5         | ``nearest_distance``: L2 distance in embed space to the nearest labeled image (and, in the sequential variant, to the images picked this cycle) | >= 0 |
+    | D+5         | ``nearest_distance``: L2 distance in embed space to the nearest labeled image (and, | >= 0      |
+    |             | in the sequential variant, to the images picked this cycle)                         |           |
     | D+6         | ``picked``: picked this cycle (sequential variant; 0 in the batch variant)           | 0 / 1     |
     | D+7         | ``valid``: 0 on padding rows (``candidates="all"`` pads the shrinking pool to M)     | 0 / 1     |
     | D+8         | ``cycle_progress``: cycles done / cycles                                            | 0 .. 1    |
@@ -515,7 +516,10 @@ class SampleSelectEnvBase(DetectorEnv):
         """Draw this cycle's candidates and compute what the observation shows about them."""
         pool = np.flatnonzero(~self._labeled)
         m = self.config.pool_draw
-        self._candidates = self.np_random.choice(pool, m, replace=False) if m is not None else self.np_random.permutation(pool)
+        if m is not None:
+            self._candidates = self.np_random.choice(pool, m, replace=False)
+        else:
+            self._candidates = self.np_random.permutation(pool)
         self._describe_candidates()
         self._picked = np.zeros(len(self._candidates), dtype=bool)
 
@@ -559,7 +563,9 @@ class SampleSelectEnvBase(DetectorEnv):
             return int(self.np_random.integers(len(self.initial_sets)))
         n = len(self.initial_sets)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < n:
-            raise ValueError(f"options['initial_set'] must be an integer in 0..{n - 1} (the preset's initial sets), got {k!r}")
+            raise ValueError(
+                f"options['initial_set'] must be an integer in 0..{n - 1} (the preset's initial sets), got {k!r}"
+            )
         return int(k)
 
 
@@ -638,6 +644,7 @@ class DetSampleSelectSeqEnv(SampleSelectEnvBase):
 
     def _row(self, action: Any) -> int:
         arr = np.asarray(action)
-        if arr.shape not in ((), (1,)) or not np.issubdtype(arr.dtype, np.integer) or not 0 <= int(arr.reshape(())) < self.n_rows:
+        if (arr.shape not in ((), (1,)) or not np.issubdtype(arr.dtype, np.integer)
+                or not 0 <= int(arr.reshape(())) < self.n_rows):
             raise ValueError(f"action must be a candidate row, an integer in 0..{self.n_rows - 1}; got {action!r}")
         return int(arr.reshape(()))

@@ -39,7 +39,8 @@ def embed_dim(obs: np.ndarray) -> int:
 
 
 def column(obs: np.ndarray, name: str) -> np.ndarray:
-    """Column ``name`` of an observation ``[..., M, D + N_EXTRA]`` -> ``[..., M]``; ``"embed"`` gives ``[..., M, D]``."""
+    """Column ``name`` of an observation ``[..., M, D + N_EXTRA]`` -> ``[..., M]``; ``"embed"`` gives
+    ``[..., M, D]``."""
     obs = np.asarray(obs)
     d = embed_dim(obs)
     if name == "embed":

@@ -78,7 +78,8 @@ def draw_initial_sets(n_train: int, size: int, count: int, seed: int) -> tuple[t
 
 @dataclass(frozen=True)
 class SampleSelectPreset(Substrate):
-    """One configuration of the DetSampleSelect envs (see :class:`~detgym.envs.sample_select.env.DetSampleSelectEnv`)."""
+    """One configuration of the DetSampleSelect envs (see
+    :class:`~detgym.envs.sample_select.env.DetSampleSelectEnv`)."""
 
     #: Images in the initial labeled set (paper VOC: 1000).
     initial_size: int = 1000
@@ -128,7 +129,9 @@ class SampleSelectPreset(Substrate):
                 check_positive_int(name, getattr(self, name))
         if self.candidates not in (None, "all"):
             if isinstance(self.candidates, str):
-                raise ValueError(f"candidates must be an integer >= 1 or 'all' (the whole pool), got {self.candidates!r}")
+                raise ValueError(
+                    f"candidates must be an integer >= 1 or 'all' (the whole pool), got {self.candidates!r}"
+                )
             check_positive_int("candidates", self.candidates)
         check_choice("training", self.training, TRAINING_MODES)
         check_choice("label_mode", self.label_mode, LABEL_MODES)

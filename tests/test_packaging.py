@@ -1,0 +1,51 @@
+"""The installed distribution has one import name, ``detgym``: the wheel built from the checkout holds no other
+top-level package (``agents`` and ``benchmarks`` are taken by other projects on PyPI), every subpackage folder is
+listed in pyproject.toml, and the shipped tree tables travel with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _package_folders() -> set[str]:
+    """Every importable package under the folders that install as ``detgym`` and ``detgym.agents``."""
+    found = set()
+    for root, name in ((ROOT / "detgym", "detgym"), (ROOT / "agents", "detgym.agents")):
+        for init in root.rglob("__init__.py"):
+            parts = init.parent.relative_to(root).parts
+            found.add(".".join((name, *parts)))
+    return found
+
+
+def test_pyproject_lists_every_package_folder():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert set(config["packages"]) == _package_folders()
+    assert config["package-dir"] == {"detgym.agents": "agents"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    # --no-build-isolation: the build backend already installed (no download), as `pip install -e .` used it
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (path,) = out.glob("detgym-*.whl")
+    return path
+
+
+def test_wheel_installs_one_import_name(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"detgym"}
+    assert "detgym/agents/registry.py" in names and "detgym/compare/api.py" in names
+    assert not any(n.startswith(("agents/", "benchmarks/", "tests/")) for n in names)
+    assert {"detgym/envs/loss_weight/trees/default-T3.json", "detgym/envs/loss_weight/trees/test-T2.json"} <= set(names)
