@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -186,7 +186,7 @@ def plot(path: Path, rows: list[dict], title: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = Settings()
     p.add_argument("--preset", default=defaults.preset, help="a DetBoxSelect preset (its cached detector)")
@@ -201,47 +201,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/table1_pg_detector.json", help="results JSON (resumable)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (each with --threads torch threads)")
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from tqdm.auto import tqdm
 
-    settings = Settings(args.preset, list(args.seeds), args.iterations, args.lr_factor, args.k, args.estimator,
-                        args.soft_nms, args.split, args.bootstrap)
-    key = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "bootstrap")}
-    out = Path(args.out)
+def _load_runs(out: Path, key: dict[str, Any]) -> dict[str, dict]:
+    """Finished runs in ``out`` by ``"method|seed"``; a file of other settings is an error."""
     saved = json.loads(out.read_text()) if out.exists() else {}
     if saved and saved.get("settings") != key:
         raise SystemExit(f"{out} holds runs of other settings {saved.get('settings')}; choose another --out")
-    runs = {f"{r['method']}|{r['seed']}": r for r in saved.get("runs", [])}
-    todo = [("trained", None)] + [(m, s) for s in args.seeds for m in METHODS]
-    todo = [(m, s) for m, s in todo if f"{m}|{s}" not in runs]
-    print(f"{len(runs)} runs in {out}, {len(todo)} to do; settings {key}")
-    # the shared detector is trained (once, cached) before any worker starts
-    from detgym.envs.box_select.candidates import load_detector
+    return {f"{r['method']}|{r['seed']}": r for r in saved.get("runs", [])}
 
-    config, substrate = _substrate(args.preset)
-    load_detector(config, substrate, progress=True)
 
-    def store(record: dict) -> None:
-        runs[f"{record['method']}|{record['seed']}"] = record
-        atomic_write_json(out, {"settings": key, "runs": list(runs.values())}, indent=1)
+def _run_all(todo: list[tuple[str, int | None]], settings: Settings, workers: int, threads: int,
+             store: Callable[[dict], None]) -> None:
+    """Run every (method, seed) of ``todo``, in this process or ``workers`` processes, storing each record."""
+    from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
     with tqdm(total=len(todo), desc="table 1", unit="run") as bar:
-        if args.workers <= 1:
+        if workers <= 1:
             for m, s in todo:
                 bar.set_postfix(method=m, seed=s)
-                store(run_one(asdict(settings), m, s, args.threads))
+                store(run_one(asdict(settings), m, s, threads))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(args.workers) as pool:
-                futures = [pool.submit(run_one, asdict(settings), m, s, args.threads) for m, s in todo]
+            with ProcessPoolExecutor(workers) as pool:
+                futures = [pool.submit(run_one, asdict(settings), m, s, threads) for m, s in todo]
                 for f in as_completed(futures):
                     store(f.result())  # only the parent writes the file
                     bar.update(1)
-    print(f"runs took {time.perf_counter() - t0:.0f} s")
 
-    rows = summarize(list(runs.values()), args.seeds, args.bootstrap)
+
+def _print_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Every row with its CIs and paired differences, and the PG methods' time per iteration over standard's."""
     print(f"\npreset={args.preset} seeds={args.seeds} iterations={args.iterations} split={args.split} "
           "(mean [95% bootstrap CI]; d = paired difference to standard + greedy NMS)")
     for r in rows:
@@ -259,6 +250,34 @@ def main(argv: list[str] | None = None) -> int:
         for m in ("pg_gamma0", "pg_gamma1"):
             if m in timed:
                 print(f"  seconds per iteration {m} / standard: {timed[m] / timed['standard']:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    settings = Settings(args.preset, list(args.seeds), args.iterations, args.lr_factor, args.k, args.estimator,
+                        args.soft_nms, args.split, args.bootstrap)
+    key = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "bootstrap")}
+    out = Path(args.out)
+    runs = _load_runs(out, key)
+    todo = [("trained", None)] + [(m, s) for s in args.seeds for m in METHODS]
+    todo = [(m, s) for m, s in todo if f"{m}|{s}" not in runs]
+    print(f"{len(runs)} runs in {out}, {len(todo)} to do; settings {key}")
+    # the shared detector is trained (once, cached) before any worker starts
+    from detgym.envs.box_select.candidates import load_detector
+
+    config, substrate = _substrate(args.preset)
+    load_detector(config, substrate, progress=True)
+
+    def store(record: dict) -> None:
+        runs[f"{record['method']}|{record['seed']}"] = record
+        atomic_write_json(out, {"settings": key, "runs": list(runs.values())}, indent=1)
+
+    t0 = time.perf_counter()
+    _run_all(todo, settings, args.workers, args.threads, store)
+    print(f"runs took {time.perf_counter() - t0:.0f} s")
+
+    rows = summarize(list(runs.values()), args.seeds, args.bootstrap)
+    _print_summary(rows, args)
     csv_path, png_path = out.with_suffix(".summary.csv"), out.with_suffix(".summary.png")
     atomic_write_csv(csv_path, rows)
     if rows:

@@ -1,5 +1,5 @@
-"""Smoke tests of the training-path and signal benchmarks on tiny runs: profile_step (sections add up; the previous and the
-current training path give bit-identical losses for every family), signal (statistics on known numbers, a real
+"""Smoke tests of the training-path and signal benchmarks on tiny runs: profile_step (sections add up; the previous and
+the current training path give bit-identical losses for every family), signal (statistics on known numbers, a real
 vector-env run of the test preset) and rl_throughput (both ratios on the test preset)."""
 
 from __future__ import annotations

@@ -319,7 +319,8 @@ def test_benchmark_tables_plot_through_grouped_bars(tmp_path):
         {"row": "nms", "AP": 0.5, "AP_sd": 0.01, "mean_image_ap": 0.70, "mean_image_ap_sd": 0.02},
         {"row": "ppo", "AP": 0.3, "AP_sd": 0.02, "mean_image_ap": 0.72, "mean_image_ap_sd": 0.01}], "selectors")
     table1_pg_detector.plot(tmp_path / "table1.png", [  # a missing interval draws no error bar
-        {"method": "standard", "postprocess": "nms", "AP": 0.50, "AP_lo": 0.48, "AP_hi": 0.52, "AP50": 0.7, "AP75": 0.5},
+        {"method": "standard", "postprocess": "nms", "AP": 0.50, "AP_lo": 0.48, "AP_hi": 0.52, "AP50": 0.7,
+         "AP75": 0.5},
         {"method": "pg", "postprocess": "nms", "AP": 0.51, "AP50": 0.71, "AP75": 0.52}], "table 1")
     assert (tmp_path / "learned.png").stat().st_size > 5000 and (tmp_path / "table1.png").stat().st_size > 5000
     assert not plt.get_fignums()  # closed after saving

@@ -1,4 +1,5 @@
-"""DetSampleSelect-v0 / DetSampleSelectSeq-v0 (papers 002/003): spaces, checkers, seeding, rewards, labels, bad input."""
+"""DetSampleSelect-v0 / DetSampleSelectSeq-v0 (papers 002/003): spaces, checkers, seeding, rewards, labels, bad
+input."""
 
 from __future__ import annotations
 
@@ -230,7 +231,8 @@ def test_initial_sets_are_published_data():
     assert len(cfg.initial_sets) == cfg.n_initial_sets
     n_train = cfg.dataset_kwargs["train_size"]
     assert cfg.initial_sets == draw_initial_sets(n_train, cfg.initial_size, cfg.n_initial_sets, cfg.initial_seed)
-    assert PRESETS.get_preset("test").replace(initial_sets=()).resolved_initial_sets(24) == draw_initial_sets(24, 4, 2, 0)
+    unset = PRESETS.get_preset("test").replace(initial_sets=())
+    assert unset.resolved_initial_sets(24) == draw_initial_sets(24, 4, 2, 0)
 
 
 def test_state_dict_continues_an_episode_exactly(kw, env, tmp_path):

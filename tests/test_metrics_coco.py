@@ -100,7 +100,8 @@ def test_ids_starting_at_zero_score_like_ids_starting_at_one():
 def test_id_zero_gt_is_matched():
     # pycocotools stores the matched GT id and reads 0 as "unmatched": with id 0 its AP here would be 0.
     gt = {"images": [{"id": 0}], "categories": [{"id": 1}],
-          "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}]}
+          "annotations": [{"id": 0, "image_id": 0, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+                           "iscrowd": 0}]}
     dets = [{"image_id": 0, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
     assert coco_evaluate(gt, dets)["AP"] == pytest.approx(1.0)
 
@@ -163,7 +164,8 @@ def test_numba_disabled_gives_the_same(monkeypatch):
 
 def _small():
     gt = {"images": [{"id": 1}, {"id": 2}], "categories": [{"id": 1}, {"id": 2}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0}]}
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+                           "iscrowd": 0}]}
     dets = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
     return gt, dets
 

@@ -56,7 +56,8 @@ def interactive_sigint():
 def test_train_writes_a_complete_run(trained_run, digits_dir):
     run = RunDir(trained_run)
     cfg = run.read_config()
-    assert (cfg.family, cfg.backbone, cfg.epochs, cfg.iters_per_epoch, cfg.image_size) == ("fasterrcnn", "tiny", 2, 4, 96)
+    assert (cfg.family, cfg.backbone, cfg.epochs, cfg.iters_per_epoch, cfg.image_size) == (
+        "fasterrcnn", "tiny", 2, 4, 96)
     # from-scratch backbone: the head's learning rate (paper 004's 0.5x is for trained backbones, see finetune)
     assert cfg.train["backbone_lr_mult"] == 1.0 and cfg.train["schedule"] == "cosine"
     assert cfg.train["iterations"] == 8 and cfg.no_aug_epochs == 1 and cfg.data == str(digits_dir.resolve())
@@ -64,7 +65,8 @@ def test_train_writes_a_complete_run(trained_run, digits_dir):
     assert [h["epoch"] for h in history] == [1, 2]
     assert [h["augment"] for h in history] == [True, False]  # augmentation off for the last epoch
     for h in history:
-        assert set(h["train_loss"]) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "total"}
+        assert set(h["train_loss"]) == {
+            "loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg", "total"}
         assert set(h["val_loss"]) == set(h["train_loss"])
         assert {"AP", "AP50", "AP75"} <= set(h["val"]) and 0 <= h["val_accuracy"] <= 1
     # learning rate ends at the cosine's minimum
@@ -192,7 +194,8 @@ def test_predict_image_ids(trained_run, digits_dir, tmp_path):
         else:
             shutil.copy(f, numbered / name)
     out = tmp_path / "o1"
-    assert main(["predict", "--run", str(trained_run), "--images", str(numbered), "--out", str(out), "--no-progress"]) == 0
+    assert main(["predict", "--run", str(trained_run), "--images", str(numbered), "--out", str(out),
+                 "--no-progress"]) == 0
     assert [r.split(",")[0] for r in (out / "pred.csv").read_text().splitlines()[1:]] == ["3", "7", "12"]
     named = tmp_path / "named"
     named.mkdir()
@@ -345,7 +348,8 @@ def test_bad_inputs(trained_run, digits_dir, tmp_path, capsys):
     _expect_error(["predict", "--run", str(no_ckpt), "--images", str(digits_dir / "test"), "--out", str(tmp_path)],
                   capsys, "holds no checkpoint")
     # empty threshold ranges
-    _expect_error(["find-threshold", "--run", str(trained_run), "--from", "0.9", "--to", "0.5"], capsys, "--from", "--to")
+    _expect_error(["find-threshold", "--run", str(trained_run), "--from", "0.9", "--to", "0.5"],
+                  capsys, "--from", "--to")
     _expect_error(["find-threshold", "--run", str(trained_run), "--step", "0"], capsys, "--step")
     # unreadable image: a clear error naming it, and no half-written (or any) pred files
     imgs = tmp_path / "imgs"
@@ -357,7 +361,8 @@ def test_bad_inputs(trained_run, digits_dir, tmp_path, capsys):
     assert not (out / "pred.json").exists() and not (out / "pred.csv").exists()
     no_imgs = tmp_path / "no_imgs"
     no_imgs.mkdir()
-    _expect_error(["predict", "--run", str(trained_run), "--images", str(no_imgs), "--out", str(out)], capsys, "no_imgs")
+    _expect_error(["predict", "--run", str(trained_run), "--images", str(no_imgs), "--out", str(out)],
+                  capsys, "no_imgs")
     _expect_error(["predict", "--run", str(trained_run), "--images", str(imgs), "--out", str(out), "--ann",
                    str(tmp_path / "missing.json")], capsys, "missing.json")
 

@@ -199,12 +199,22 @@ class DigitsConfig:
         def bad(param: str, val: Any, accepted: str) -> ValueError:
             return ValueError(f"DigitsConfig.{param} = {val!r} is invalid; accepted: {accepted}")
 
+        self._check_sizes(bad)
+        self._check_heights(bad)
+        self._check_digit_counts(bad)
+        self._check_ranges(bad)
+        self._check_scalars(bad)
+        self._check_pool_fields(bad)
+
+    def _check_sizes(self, bad: Any) -> None:
         for name in ("train_size", "val_size", "test_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise bad(name, v, "an integer >= 0")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 16:
             raise bad("image_size", self.image_size, "an integer >= 16 (pixels)")
+
+    def _check_heights(self, bad: Any) -> None:
         if self.max_digit_height is None:
             object.__setattr__(self, "max_digit_height", float(min(DEFAULT_DIGIT_HEIGHTS[1], self.image_size - 4)))
         if self.min_digit_height is None:
@@ -214,9 +224,13 @@ class DigitsConfig:
                                                                   f"({self.max_digit_height})")
         if self.max_digit_height > self.image_size - 4:
             raise bad("max_digit_height", self.max_digit_height, f"at most image_size - 4 = {self.image_size - 4}")
+
+    def _check_digit_counts(self, bad: Any) -> None:
         if not (isinstance(self.min_digits, int) and isinstance(self.max_digits, int)
                 and 1 <= self.min_digits <= self.max_digits):
             raise bad("min_digits/max_digits", (self.min_digits, self.max_digits), "integers 1 <= min <= max")
+
+    def _check_ranges(self, bad: Any) -> None:
         for name, lo_ok, hi_ok in (
             ("aspect_range", 0.2, 5.0),
             ("gap_range", 0.0, 2.0),
@@ -230,6 +244,8 @@ class DigitsConfig:
             object.__setattr__(self, name, (float(v[0]), float(v[1])))
         if self.contrast_range[0] <= 0.0:
             raise bad("contrast_range", self.contrast_range, "low > 0 (digits must differ from their background)")
+
+    def _check_scalars(self, bad: Any) -> None:
         for name in ("bold_prob", "texture_prob", "plate_prob", "blur_prob", "saturation_max", "background_variation"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -238,7 +254,6 @@ class DigitsConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
                 raise bad(name, v, "a finite number >= 0")
-        self._check_pool_fields(bad)
 
     def _check_pool_fields(self, bad: Any) -> None:
         freqs = self.class_frequencies
@@ -426,9 +441,9 @@ def _glyph(char: str, height: float, rng: np.random.Generator, cfg: DigitsConfig
     size = max(6, int(round(target_h / _INK_PER_FONT_SIZE * 1.25)))
     font = _font(size)
     stroke = int(rng.integers(1, max(2, size // 14) + 1)) if bold else 0
-    l, t, r, b = font.getbbox(char, stroke_width=stroke)
-    im = Image.new("L", (r - l + 4, b - t + 4), 0)
-    ImageDraw.Draw(im).text((2 - l, 2 - t), char, fill=255, font=font, stroke_width=stroke, stroke_fill=255)
+    left, top, right, bottom = font.getbbox(char, stroke_width=stroke)
+    im = Image.new("L", (right - left + 4, bottom - top + 4), 0)
+    ImageDraw.Draw(im).text((2 - left, 2 - top), char, fill=255, font=font, stroke_width=stroke, stroke_fill=255)
     bbox = im.getbbox()
     if bbox is None:  # pragma: no cover - every character used has ink
         raise RuntimeError(f"glyph {char!r} rendered empty at size {size}")
