@@ -273,6 +273,24 @@ POOL_INITIAL_SETS: tuple[tuple[int, ...], ...] = (
     (22, 30, 37, 53, 55, 67, 105, 124, 131, 153, 164, 177, 184, 185, 187, 202, 227, 230, 277, 413, 417, 447, 448, 470),
 )
 
+#: The CPU protocol of DetSampleSelect-v0 (preset ``digits``).
+_DIGITS_PRESET = SampleSelectPreset(
+    "fcos-tiny",
+    image_size=64,
+    dataset_kwargs=_DIGITS_64,
+    train_overrides=frozen(lr=4e-3, warmup_iters=20, eval_batch_size=40),
+    device="cpu",
+    initial_size=24,
+    batch=24,
+    cycles=5,
+    candidates=72,
+    initial_iterations=400,
+    cycle_iterations=150,
+    map_metric="AP50",
+    initial_sets=DIGITS_INITIAL_SETS,
+)
+
+
 #: Preset name -> preset; ``PRESETS.default`` is the one behind ``DetSampleSelect-v0``.
 PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
     {
@@ -281,40 +299,12 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
         # Measured with one torch thread: about 6.7 CPU-s per cycle (an episode about 35 s on an idle core, plus
         # 400 iterations for an initial detector the first time); val AP50 rises at every cycle for every strategy,
         # from about 0.025 to 0.31-0.35 (benchmarks.al_curves --quick, 3 seeds).
-        "digits": SampleSelectPreset(
-            "fcos-tiny",
-            image_size=64,
-            dataset_kwargs=_DIGITS_64,
-            train_overrides=frozen(lr=4e-3, warmup_iters=20, eval_batch_size=40),
-            device="cpu",
-            initial_size=24,
-            batch=24,
-            cycles=5,
-            candidates=72,
-            initial_iterations=400,
-            cycle_iterations=150,
-            map_metric="AP50",
-            initial_sets=DIGITS_INITIAL_SETS,
-        ),
+        "digits": _DIGITS_PRESET,
         # CPU default of DetSampleSelect-v1: the ``digits`` protocol on a pool with the structure of real unlabeled
         # data (see _POOL_64), where the choice of images matters (benchmarks.al_headroom). The look-up table keys a
         # labeled set by its objects per class.
-        "digits-pool": SampleSelectPreset(
-            "fcos-tiny",
-            image_size=64,
-            dataset_kwargs=_POOL_64,
-            train_overrides=frozen(lr=4e-3, warmup_iters=20, eval_batch_size=40),
-            device="cpu",
-            initial_size=24,
-            batch=24,
-            cycles=5,
-            candidates=144,
-            initial_iterations=400,
-            cycle_iterations=150,
-            map_metric="AP50",
-            initial_sets=POOL_INITIAL_SETS,
-            table_summary="labels",
-        ),
+        "digits-pool": _DIGITS_PRESET.replace(dataset_kwargs=_POOL_64, candidates=144,
+                                              initial_sets=POOL_INITIAL_SETS, table_summary="labels"),
         # GPU: the paper's VOC protocol (1000 + 1000 per cycle, 10 cycles; M = 5000 so that every cycle of
         # VOC07+12 trainval, 16551 images, can show M). The digits set stands in until dataset=<VOC / COCO path>.
         "voc": SampleSelectPreset(
