@@ -2,6 +2,7 @@
 
     python -m benchmarks.loss_weight_tree                     # everything below (fidelity: 2 leaves, ~6 CPU-min)
     python -m benchmarks.loss_weight_tree --fidelity-leaves 0 # no real re-runs
+    python -m benchmarks.loss_weight_tree --speed 0           # no speed figures (a busy machine distorts them)
 
 Prints, for the table of ``DetLossWeightTabular-v0`` (``DetLossWeight-v0``'s preset, T decisions):
 
@@ -24,7 +25,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -33,6 +34,7 @@ SETTINGS: dict[str, Any] = {
     "decisions": 3,
     "fidelity_leaves": 2,  # uniform and best leaf of the first seed, then more seeds' best leaves
     "speed_steps": 20_000,
+    "speed": 1,  # 0: skip the build speed-up and env speed (they need an otherwise idle machine)
     "out": "runs/loss_weight_tree/results.json",
     "plot": "docs/results/loss_weight_tree_leaves.png",
     "resamples": 10_000,
@@ -58,11 +60,11 @@ def signal(table: Any, seeds: list[int], resamples: int) -> dict[str, Any]:
     return {"rows": rows, "best_minus_uniform": float(gaps.mean()), "ci": ci}
 
 
-def fidelity(table: Any, seeds: list[int], n: int, done: dict[str, Any]) -> list[dict[str, Any]]:
+def fidelity(table: Any, seeds: list[int], n: int, done: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Re-runs of stored leaves, one at a time (the caller writes each before the next starts)."""
     from detgym.envs.loss_weight.tree import fidelity_check
 
     leaves = [(seeds[0], (3,) * table.spec.decisions)] + [(s, table.best_leaf(s)[0]) for s in seeds]
-    out = []
     for seed, actions in list(dict.fromkeys(leaves))[:n]:
         key = f"{seed}:{''.join(map(str, actions))}"
         if key not in done:
@@ -70,8 +72,7 @@ def fidelity(table: Any, seeds: list[int], n: int, done: dict[str, Any]) -> list
             stored, rerun = fidelity_check(table, seed, actions)
             done[key] = {"seed": seed, "actions": list(actions), "stored": stored, "rerun": rerun,
                          "diff": abs(stored - rerun), "cpu_s": time.process_time() - start}
-        out.append(done[key])
-    return out
+        yield done[key]
 
 
 def build_cost(table: Any, seeds: list[int]) -> dict[str, float]:
@@ -163,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(out, results, indent=1)
         print(f"fidelity seed {row['seed']} {row['actions']}: stored {row['stored']:.6f}, re-run {row['rerun']:.6f}, "
               f"|diff| {row['diff']:.2e}")
-    results["build_speedup"] = build_speedup()
-    print(f"build-tree (test preset): 2 workers {results['build_speedup']['speedup']:.2f}x faster than 1")
-    results["env_speed"] = env_speed(args.speed_steps)
-    print(f"tabular env: {results['env_speed']['ratio']:.2f}x CartPole-v1's reset + step rate")
+    if args.speed:
+        results["build_speedup"] = build_speedup()
+        print(f"build-tree (test preset): 2 workers {results['build_speedup']['speedup']:.2f}x faster than 1")
+        results["env_speed"] = env_speed(args.speed_steps)
+        print(f"tabular env: {results['env_speed']['ratio']:.2f}x CartPole-v1's reset + step rate")
     plot(table, seeds, args.plot)
     atomic_write_json(out, results, indent=1)
     print(f"wrote {out}, {args.plot}")
