@@ -291,6 +291,30 @@ _DIGITS_PRESET = SampleSelectPreset(
 )
 
 
+#: The -Test protocol of DetSampleSelect-v0 (preset ``test``): seconds per episode on 2 CPU cores, 32 px, a narrow
+#: FPN, 24 train / 8 val images, 2 cycles of 2 images.
+_TEST_PRESET = SampleSelectPreset(
+    "fcos-tiny",
+    image_size=32,
+    dataset_kwargs=frozen(
+        train_size=24, val_size=8, test_size=0, min_digit_height=6.0, max_digit_height=24.0, max_digits=2
+    ),
+    train_overrides=frozen(batch_size=4, lr=4e-3, warmup_iters=2, eval_batch_size=8),
+    # score_thresh 0.05 (FCOS's own is 0.2): a detector of 40 iterations already reports boxes, so the
+    # rewards of the tests are not all zero
+    model_overrides=frozen(fpn_channels=16, head_num_convs=1, score_thresh=0.05),
+    device="cpu",
+    initial_size=4,
+    batch=2,
+    cycles=2,
+    candidates=6,
+    initial_iterations=40,
+    cycle_iterations=6,
+    map_metric="AP50",
+    n_initial_sets=2,
+)
+
+
 #: Preset name -> preset; ``PRESETS.default`` is the one behind ``DetSampleSelect-v0``.
 PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
     {
@@ -317,46 +341,11 @@ PRESETS: PresetTable[SampleSelectPreset] = PresetTable(
             cycle_iterations=2_000,
             map_metric="AP50",
         ),
-        # Seconds per episode on 2 CPU cores: 32 px, a narrow FPN, 24 train / 8 val images, 2 cycles of 2 images.
-        "test": SampleSelectPreset(
-            "fcos-tiny",
-            image_size=32,
-            dataset_kwargs=frozen(
-                train_size=24, val_size=8, test_size=0, min_digit_height=6.0, max_digit_height=24.0, max_digits=2
-            ),
-            train_overrides=frozen(batch_size=4, lr=4e-3, warmup_iters=2, eval_batch_size=8),
-            # score_thresh 0.05 (FCOS's own is 0.2): a detector of 40 iterations already reports boxes, so the
-            # rewards of the tests are not all zero
-            model_overrides=frozen(fpn_channels=16, head_num_convs=1, score_thresh=0.05),
-            device="cpu",
-            initial_size=4,
-            batch=2,
-            cycles=2,
-            candidates=6,
-            initial_iterations=40,
-            cycle_iterations=6,
-            map_metric="AP50",
-            n_initial_sets=2,
-        ),
+        "test": _TEST_PRESET,
         # -Test of DetSampleSelect-v1: ``test`` on a pool with empty images, near-duplicates and a class tail
-        "test-pool": SampleSelectPreset(
-            "fcos-tiny",
-            image_size=32,
-            dataset_kwargs=frozen(
-                train_size=24, val_size=8, test_size=0, min_digit_height=6.0, max_digit_height=24.0, max_digits=2,
-                class_frequencies=POOL_TAIL, empty_fraction=0.25, duplicate_fraction=0.25, duplicate_cluster_size=3,
-            ),
-            train_overrides=frozen(batch_size=4, lr=4e-3, warmup_iters=2, eval_batch_size=8),
-            model_overrides=frozen(fpn_channels=16, head_num_convs=1, score_thresh=0.05),
-            device="cpu",
-            initial_size=4,
-            batch=2,
-            cycles=2,
-            candidates=6,
-            initial_iterations=40,
-            cycle_iterations=6,
-            map_metric="AP50",
-            n_initial_sets=2,
+        "test-pool": _TEST_PRESET.replace(
+            dataset_kwargs=frozen(**_TEST_PRESET.dataset_kwargs, class_frequencies=POOL_TAIL, empty_fraction=0.25,
+                                  duplicate_fraction=0.25, duplicate_cluster_size=3),
             table_summary="labels",
         ),
     },
