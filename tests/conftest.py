@@ -47,3 +47,11 @@ def tiny_digits(digits_cache):
     train = digits_dataset("train", seed=0, cache_dir=digits_cache, config=config)
     val = digits_dataset("val", seed=0, cache_dir=digits_cache, config=config)
     return train, val
+
+
+@pytest.fixture(scope="session")
+def box_select_kw(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Constructor arguments of the box-select test envs: one session-wide cache, so the candidate detector of the
+    test preset is trained once for every module that uses it."""
+    root = tmp_path_factory.getbasetemp() / "box-select"
+    return {"cache_dir": str(root / "cache"), "dataset_kwargs": {"cache_dir": str(root / "digits")}}

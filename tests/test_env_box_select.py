@@ -35,10 +35,8 @@ IDS = ("DetBoxSelect-Test-v0", "DetBoxSelectSeq-Test-v0", "DetBoxRescore-Test-v0
 
 
 @pytest.fixture(scope="module")
-def kw(tmp_path_factory):
-    # one session-wide location: every box-select test module reuses the cache the first one built
-    root = tmp_path_factory.getbasetemp() / "box-select"
-    return {"cache_dir": str(root / "cache"), "dataset_kwargs": {"cache_dir": str(root / "digits")}}
+def kw(box_select_kw):
+    return box_select_kw
 
 
 @pytest.fixture(scope="module")

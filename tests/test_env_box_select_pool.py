@@ -17,10 +17,8 @@ from detgym.rollout import run_episode
 
 
 @pytest.fixture(scope="module")
-def kw(tmp_path_factory):
-    # the cache of tests/test_env_box_select.py (same location): the detector is trained once per session
-    root = tmp_path_factory.getbasetemp() / "box-select"
-    return {"cache_dir": str(root / "cache"), "dataset_kwargs": {"cache_dir": str(root / "digits")}}
+def kw(box_select_kw):
+    return box_select_kw
 
 
 @pytest.fixture(scope="module")
