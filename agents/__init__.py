@@ -22,7 +22,6 @@ from detgym.agents.random_agent import RandomAgent
 from detgym.agents.registry import AGENTS, AgentSpec, agent_names, find_agent, make_agent, register
 from detgym.agents.rlo import RLOAgent
 from detgym.agents.uniform import UniformAgent
-
 from detgym.rollout import Episode, Step, evaluate, run_episode, run_vector_episode
 
 __all__ = [

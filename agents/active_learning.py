@@ -22,9 +22,9 @@ from typing import Any, Callable, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from detgym.agents.base import Agent, env_family
 from gymnasium import spaces
 
+from detgym.agents.base import Agent, env_family
 from detgym.envs.sample_select.observation import column
 
 __all__ = ["EntropyAgent", "STRATEGIES", "ScoreAgent", "ScoreUncertaintyAgent", "fits_sample_select", "rank_scores"]

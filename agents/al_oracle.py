@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from detgym.agents.active_learning import ScoreAgent, rank_scores
 
+from detgym.agents.active_learning import ScoreAgent, rank_scores
 from detgym.envs.sample_select.observation import column
 
 __all__ = ["BalanceOracle", "SIZE_BINS", "balance_gain", "balance_order"]

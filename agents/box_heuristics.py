@@ -19,9 +19,10 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+
 from detgym.agents.base import Agent, env_family
 from detgym.agents.nms import RULES
-from gymnasium import spaces
 
 __all__ = ["BoxRuleAgent", "OracleAgent", "RESCORING_RULES", "box_variant", "rule_fits"]
 

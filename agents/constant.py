@@ -6,9 +6,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from detgym.agents.base import Agent, env_family
 from gymnasium import spaces
 
+from detgym.agents.base import Agent, env_family
 from detgym.envs.loss_weight.weighting import N_ACTIONS
 
 __all__ = ["ConstantAgent", "fits_loss_weight_schemes"]

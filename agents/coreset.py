@@ -14,8 +14,8 @@ picked this cycle), so the agent needs nothing but the observation:
 from __future__ import annotations
 
 import numpy as np
-from detgym.agents.active_learning import ScoreAgent, rank_scores
 
+from detgym.agents.active_learning import ScoreAgent, rank_scores
 from detgym.envs.sample_select.observation import column
 
 __all__ = ["CoreSetAgent", "k_center_greedy"]

@@ -26,11 +26,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
+
 from detgym.agents.base import Agent
 from detgym.agents.box_heuristics import box_variant
 from detgym.agents.set_policy import SetEncoder, SlotHead
-from torch import nn
-
 from detgym.metrics._boxes import coco_iou_matrix
 from detgym.metrics._cocoparams import MATCH_THRESHOLDS
 

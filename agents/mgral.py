@@ -33,11 +33,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from detgym.agents.active_learning import fits_sample_select, rank_scores
-from detgym.agents.base import Agent
 from gymnasium import spaces
 from torch import nn
 
+from detgym.agents.active_learning import fits_sample_select, rank_scores
+from detgym.agents.base import Agent
 from detgym.envs.sample_select.observation import COLUMNS, column, embed_dim
 
 __all__ = ["MGRALAgent", "MGRALPolicy", "ema_baseline", "plackett_luce_log_prob", "standardise_candidates"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from detgym.agents.base import Agent
 from gymnasium import spaces
+
+from detgym.agents.base import Agent
 
 __all__ = ["RandomAgent"]
 

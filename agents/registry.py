@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import gymnasium as gym
+
 from detgym.agents.base import Agent, import_object
 
 __all__ = ["AGENTS", "AgentSpec", "agent_names", "find_agent", "is_import_path", "make_agent", "register"]

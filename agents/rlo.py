@@ -7,9 +7,9 @@ from typing import Sequence
 
 import gymnasium as gym
 import numpy as np
+
 from detgym.agents.base import Agent
 from detgym.agents.constant import fits_loss_weight_schemes
-
 from detgym.envs.loss_weight.observation import split_observation
 from detgym.envs.loss_weight.weighting import N_ACTIONS, interval_reward, rlo_update
 from detgym.tensorboard import TensorBoardLogger

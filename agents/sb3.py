@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-from detgym.agents.base import Agent, import_object
 from gymnasium import spaces
+
+from detgym.agents.base import Agent, import_object
 
 __all__ = [
     "ALGOS", "SB3_DEFAULTS", "SB3Agent", "algo_fits", "default_policy", "env_options", "make_env", "make_sb3",

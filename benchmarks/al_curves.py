@@ -88,8 +88,8 @@ def _prepare_initial(settings: Settings, initial_set: int) -> str:
 def _train_mgral(settings: Settings, path: str) -> str:
     """Build the look-up table, train MGRAL on the look-up env, save its weights."""
     import torch
-    from detgym.agents.mgral import MGRALAgent
 
+    from detgym.agents.mgral import MGRALAgent
     from detgym.envs.sample_select import build_table
     from detgym.train import atomic_torch_save
 
@@ -114,7 +114,6 @@ def _agent(settings: Settings, strategy: str, env: Any, seed: int, cycle: int, m
 
     if strategy == "mgral":
         from detgym.agents.mgral import MGRALAgent
-
         from detgym.train import load_plain
 
         agent = MGRALAgent(env, seed=seed)
@@ -140,7 +139,6 @@ def _append_line(path: Path, record: dict[str, Any]) -> None:
 def _evaluate(settings: Settings, strategy: str, seed: int, config_key: str, mgral_path: str) -> str:
     """Run (or finish) the episode of ``strategy`` on ``seed``, one cycle at a time (see the module docstring)."""
     from detgym.agents import run_episode
-
     from detgym.train import atomic_torch_save, load_plain
 
     out = Path(settings.out)

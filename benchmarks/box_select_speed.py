@@ -80,7 +80,6 @@ def _make_seconds(env_id: str) -> float:
 def _pg_cost(preset: str, iterations: int, rounds: int, seed: int) -> dict[str, Any]:
     """Seconds per iteration of standard and PG fine-tuning, blocks interleaved, from the preset's detector."""
     from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector
-
     from detgym.envs.box_select import PRESETS
     from detgym.envs.box_select.candidates import load_detector
     from detgym.envs.substrate import LoadedSubstrate

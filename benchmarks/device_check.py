@@ -24,8 +24,8 @@ SEED = 0
 def time_episode(env_id: str, device: str, max_steps: int | None) -> dict:
     """Reset + up to ``max_steps`` random-agent steps of ``env_id`` on ``device``; times in seconds."""
     import gymnasium as gym
-    from detgym.agents import make_agent
 
+    from detgym.agents import make_agent
     from detgym.rollout import run_episode
 
     t0 = time.perf_counter()

@@ -73,9 +73,8 @@ def plot(decisions: np.ndarray, probs: np.ndarray, out: str | os.PathLike, alpha
 
 def run_rlo(log_dir: str, preset: str, seed: int, **env_kwargs) -> int:
     """Run one RLO episode on ``preset`` with logging; returns the env's alpha."""
-    from detgym.agents import RLOAgent, run_episode
-
     import detgym  # noqa: F401
+    from detgym.agents import RLOAgent, run_episode
     from detgym.envs.loss_weight import DetLossWeightEnv
 
     env = DetLossWeightEnv(preset, log_dir=os.path.join(log_dir, "env"), **env_kwargs)

@@ -60,7 +60,6 @@ class Clock:
 def uniform_ap50(env: Any, seed: int) -> np.ndarray:
     """One episode of every sub-env of a vector env under the uniform scheme; final val AP50 per sub-env."""
     from detgym.agents import ConstantAgent
-
     from detgym.rollout import run_vector_episode
 
     episodes = run_vector_episode(env, ConstantAgent(UNIFORM), seed=seed)

@@ -76,8 +76,8 @@ def evaluate(model: Any, dataset: Any, soft_rule: str, batch_size: int) -> dict[
     """COCO stats of ``model`` on ``dataset`` with greedy NMS (its own post-processing), soft-NMS and the
     ground-truth oracle, all from one pass of candidates."""
     import torch
-    from detgym.agents.nms import coco_detections, postprocess
 
+    from detgym.agents.nms import coco_detections, postprocess
     from detgym.metrics import coco_evaluate
 
     device = next(model.parameters()).device
@@ -102,8 +102,8 @@ def run_one(settings: dict[str, Any], method: str, seed: int | None, threads: in
     """Fine-tune the preset's trained detector with ``method`` and ``seed`` (``method="trained"``: no fine-tuning)
     and evaluate it; a JSON-able record."""
     import torch
-    from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector
 
+    from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector
     from detgym.envs.box_select.candidates import load_detector
     from detgym.train import Trainer
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium import spaces
+
+import detgym  # noqa: F401
 from detgym.agents import make_agent, run_episode
 from detgym.agents.active_learning import EntropyAgent, ScoreUncertaintyAgent, rank_scores
 from detgym.agents.coreset import CoreSetAgent, k_center_greedy
 from detgym.agents.registry import agent_names
-from gymnasium import spaces
-
-import detgym  # noqa: F401
 from detgym.envs.sample_select.env import DetSampleSelectEnv, DetSampleSelectSeqEnv
 from detgym.envs.sample_select.observation import N_EXTRA, column, row_features
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import detgym  # noqa: F401
 from detgym.agents import make_agent, run_episode
 from detgym.agents.al_oracle import BalanceOracle, balance_gain, balance_order
 from detgym.agents.registry import agent_names
-
-import detgym  # noqa: F401
 from detgym.envs.sample_select.env import DetSampleSelectEnv, DetSampleSelectSeqEnv
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from detgym.agents import AVWAgent, ConstantAgent, RandomAgent, UniformAgent, make_agent
 from gymnasium import spaces
 
+from detgym.agents import AVWAgent, ConstantAgent, RandomAgent, UniformAgent, make_agent
 from detgym.envs.loss_weight.observation import build_observation
 
 OBS = build_observation([3.0, 2.0, 1.0], [3.5, 2.0, 1.0], [0.1, 0.2, 0.3], [1.0, 1.0, 1.0], 0.25, [1.0, 1.0, 1.0])

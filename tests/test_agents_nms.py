@@ -12,6 +12,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
+import detgym  # noqa: F401  registers the ids
 from detgym.agents import make_agent
 from detgym.agents.box_heuristics import BoxRuleAgent
 from detgym.agents.nms import (
@@ -25,8 +27,6 @@ from detgym.agents.nms import (
     topk,
 )
 from detgym.agents.registry import agent_names
-
-import detgym  # noqa: F401  registers the ids
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate

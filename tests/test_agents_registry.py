@@ -6,10 +6,10 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from detgym.agents import AGENTS, agent_names, find_agent, make_agent, register, run_episode, run_vector_episode
-from detgym.agents.sb3 import wrap_env
 
 import detgym  # noqa: F401
+from detgym.agents import AGENTS, agent_names, find_agent, make_agent, register, run_episode, run_vector_episode
+from detgym.agents.sb3 import wrap_env
 from detgym.envs import env_ids
 from detgym.envs.loss_weight.wrappers import LogScaleObservation
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from detgym.agents import RLOAgent
 
+from detgym.agents import RLOAgent
 from detgym.envs.loss_weight.observation import build_observation
 from detgym.envs.loss_weight.weighting import rlo_update
 

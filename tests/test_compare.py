@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from detgym.agents import AGENTS, register
 
 import detgym.compare
 from detgym import cli
+from detgym.agents import AGENTS, register
 from detgym.compare.store import read_runs
 
 ENV = "DetLossWeight-Test-v0"

@@ -397,7 +397,6 @@ def test_split_arrays_are_checked():
 
 def test_learners_run_on_every_variant(kw):
     from detgym.agents import make_agent
-
     from detgym.rollout import run_episode
 
     for env_id, algo in (("DetBoxSelect-Test-v0", "ppo"), ("DetBoxRescore-Test-v0", "ppo"),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from detgym.agents import make_agent
 
 import detgym  # noqa: F401  registers the ids
+from detgym.agents import make_agent
 from detgym.envs import ENV_IDS
 from detgym.envs.box_select.candidates import cache_paths
 from detgym.envs.box_select.env import DetBoxRescoreEnv, DetBoxSelectEnv, DetBoxSelectSeqEnv

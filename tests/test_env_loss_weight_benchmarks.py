@@ -25,7 +25,6 @@ def test_overhead_measure_runs(cache):
 
 def test_plot_rlo_probs_from_agent_log(tmp_path):
     from detgym.agents import RLOAgent
-
     from detgym.envs.loss_weight.observation import build_observation
 
     def obs(now, prev):

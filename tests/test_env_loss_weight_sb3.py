@@ -7,9 +7,9 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
-from detgym.agents.sb3 import make_env, make_sb3, make_vec
 
 import detgym  # noqa: F401
+from detgym.agents.sb3 import make_env, make_sb3, make_vec
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from detgym.agents import make_agent
-from detgym.agents.learned_nms import match_labels
 
 import detgym  # noqa: F401
+from detgym.agents import make_agent
+from detgym.agents.learned_nms import match_labels
 
 
 def test_match_labels_follow_score_order_matching():

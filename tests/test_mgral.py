@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from detgym.agents import make_agent, run_episode
-from detgym.agents.mgral import MGRALAgent, MGRALPolicy, ema_baseline, plackett_luce_log_prob, standardise_candidates
 from gymnasium import spaces
 
+from detgym.agents import make_agent, run_episode
+from detgym.agents.mgral import MGRALAgent, MGRALPolicy, ema_baseline, plackett_luce_log_prob, standardise_candidates
 from detgym.envs.sample_select import build_table
 from detgym.envs.sample_select.env import DetSampleSelectEnv
 from detgym.envs.sample_select.observation import N_EXTRA, column, row_features

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import copy
 
-import detgym.agents.pg_detector as pg
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector, policy_advantages
 from torchvision.ops import batched_nms
 
+import detgym.agents.pg_detector as pg
+from detgym.agents.pg_detector import PGConfig, PolicyGradientDetector, policy_advantages
 from detgym.envs.box_select import PRESETS
 from detgym.envs.box_select.candidates import load_detector
 from detgym.envs.substrate import LoadedSubstrate

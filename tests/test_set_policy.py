@@ -6,11 +6,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from detgym.agents import make_agent
-from detgym.agents.set_policy import MaskableSetPolicy, SetPolicy, set_policy_fits
 from gymnasium import spaces
 
 import detgym  # noqa: F401
+from detgym.agents import make_agent
+from detgym.agents.set_policy import MaskableSetPolicy, SetPolicy, set_policy_fits
 
 VARIANTS = ("DetBoxSelect-Test-v1", "DetBoxRescore-Test-v1", "DetBoxSelectSeq-Test-v1")
 
