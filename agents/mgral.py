@@ -18,7 +18,7 @@ Learning (III-E): after each cycle, with the (estimated) ``mAP_i`` the env repor
 moving average of ``mAP_i``, one per cycle index since mAP levels grow with the labeled set (the paper trains the
 agent cycle by cycle). The paper's eq. 3 reads ``mAP_ref = λ mAP_ref + (1 - λ)(mAP_i - mAP_ref)``, which would
 drive the reference towards a fraction of the *advantage*; detgym uses the exponential moving average
-``mAP_ref = λ mAP_ref + (1 - λ) mAP_i`` (decay λ = 0.5, IV-A), see ``shared/DESIGN.md``. The advantage is taken
+``mAP_ref = λ mAP_ref + (1 - λ) mAP_i`` (decay λ = 0.5, IV-A), a baseline that tracks mAP. The advantage is taken
 against the reference *before* it absorbs ``mAP_i`` (an unbiased baseline; after the update, with λ = 0.5, it
 would only halve the advantage), and the first visit of a cycle index only initialises its reference.
 

@@ -24,7 +24,8 @@ is why an iteration costs about what a standard one costs (the paper: "brings no
    ``[k + 1, N]`` mask, against the image's ground truth in the same (transformed) coordinates;
 4. advantages ``A_b = r(b) - r'``, 0 for the boxes NMS keeps ("rewards of boxes already selected set to zero") and
    for boxes no sample contained; ``r(b)`` is the mean AP of the sampled sets that contain ``b``
-   (``estimator="conditional"``, DESIGN.md's reading) or the literal Monte-Carlo form of eq. 8,
+   (``estimator="conditional"``, E[r | b in a]: the reading under which "boxes with higher IoU than the
+   selected ones get positive rewards", as the paper says) or the literal Monte-Carlo form of eq. 8,
    ``(1/k) sum_j r(a_j) 1{b in a_j}`` (``estimator="eq8"``);
 5. loss: the standard losses with the classification term scaled by ``gamma``, plus
    ``loss_policy = sum_b A_b CE_b / normaliser``; a candidate whose class is its RoI's ground-truth label thus gets

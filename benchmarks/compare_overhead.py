@@ -1,5 +1,5 @@
-"""What ``detgym compare`` costs around its runs, and what a second worker process buys (DESIGN.md, "Performance
-yardsticks": a grid with 2 workers >= 1.7x one on 2 cores; the harness adds < 2% to the runs' own time).
+"""What ``detgym compare`` costs around its runs, and what a second worker process buys (targets: a grid with 2
+workers >= 1.7x one on 2 cores; the harness adds < 2% to the runs' own time).
 
 The same grid runs as ``python -m detgym compare``, side by side in one run, into fresh directories: with
 ``--workers 1`` (the runs in the command's own process), then the same command again (every run recorded: nothing

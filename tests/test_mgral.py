@@ -29,7 +29,7 @@ def _agent(m=5, d=3, **kw):
 
 
 def test_moving_average_baseline_formula():
-    """DESIGN.md: ref <- λ ref + (1 - λ) mAP_i (the paper's eq. 3 read as an EMA), λ = 0.5, first value initialises."""
+    """ref <- λ ref + (1 - λ) mAP_i (the paper's eq. 3 read as an EMA), λ = 0.5, first value initialises."""
     assert ema_baseline(None, 0.3) == 0.3
     assert ema_baseline(0.3, 0.5) == pytest.approx(0.4)
     assert ema_baseline(0.4, 0.1, decay=0.9) == pytest.approx(0.9 * 0.4 + 0.1 * 0.1)

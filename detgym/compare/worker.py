@@ -103,7 +103,8 @@ class _ProbsProbe:
 
 @contextlib.contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
-    """Results are deterministic for a given thread count (DESIGN.md, Trainer): every run uses ``n``."""
+    """CPU training is deterministic only for a given thread count (float sums change with it): every run uses
+    ``n``."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -7,7 +7,7 @@ float64 NumPy arrays (or a float); none keeps state.
 Notation (paper 000, sec. 3.2-3.3): an *interval* ``t`` covers ``alpha`` training iterations; ``L_{i,m}`` is the
 raw (unweighted) loss of pyramid level ``i`` at iteration ``m``.
 
-Actions (DESIGN.md, "DetLossWeight-v0"):
+Actions (paper 000's weighting schemes, sec. 3.2-3.3):
 
 ====  ==========================================================  ===========================
 a0    enhance the ``n_enhance`` levels with the largest ``r_{i,t}``   AVW (sec. 3.2)
