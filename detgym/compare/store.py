@@ -10,12 +10,14 @@ two comparisons from writing the same file at once.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from detgym.data.io import file_lock
 
 __all__ = ["RUNS_FILE", "ReadResult", "RunFile", "check_writable", "read_runs"]
 
@@ -83,17 +85,17 @@ class RunFile:
         self.directory = Path(directory)
         self.path = self.directory / RUNS_FILE
         self._fd: int | None = None
-        self._lock: int | None = None
+        self._lock: contextlib.ExitStack | None = None
         self._line_ended = False
 
     def __enter__(self) -> "RunFile":
-        self._lock = os.open(self.directory / ".runs.lock", os.O_WRONLY | os.O_CREAT, 0o644)
+        lock = contextlib.ExitStack()
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.enter_context(file_lock(self.directory / ".runs.lock", blocking=False))
         except BlockingIOError:
-            os.close(self._lock)
-            self._lock = None
-            raise ValueError(f"another detgym compare is writing {self.path}: wait for it, or use another --out")
+            raise ValueError(f"another detgym compare is writing {self.path}: wait for it, or use another --out") \
+                from None
+        self._lock = lock
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._line_ended = False
         return self
@@ -120,7 +122,8 @@ class RunFile:
         self._write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
 
     def __exit__(self, *exc: Any) -> None:
-        for fd in (self._fd, self._lock):
-            if fd is not None:
-                os.close(fd)
+        if self._fd is not None:
+            os.close(self._fd)
+        if self._lock is not None:
+            self._lock.close()
         self._fd = self._lock = None

@@ -8,8 +8,10 @@ into place with one ``os.rename``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
+import fcntl
 import io as _io
 import json
 import os
@@ -17,7 +19,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +34,7 @@ __all__ = [
     "atomic_savefig",
     "atomic_directory",
     "cache_root",
+    "file_lock",
 ]
 
 # Temporary siblings are named with this prefix so stale ones from crashed runs can be recognised.
@@ -51,6 +54,21 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "detgym"
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block: writers of one cache
+    entry, table or run file serialise on it. ``blocking=False`` raises :class:`BlockingIOError` at once when
+    another process holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:

@@ -11,9 +11,7 @@ place) and serialised by a file lock, so the workers of a vector env that need t
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -23,11 +21,11 @@ import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Generic, Hashable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Generic, Hashable, Mapping, TypeVar
 
 import numpy as np
 
-from detgym.data.io import atomic_directory, cache_root
+from detgym.data.io import atomic_directory, cache_root, file_lock
 
 __all__ = ["LRU", "CacheError", "cache_entry", "load_entry", "load_state_arrays", "state_arrays", "write_arrays",
            "write_manifest"]
@@ -160,18 +158,6 @@ def _discard(directory: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock named after ``directory`` while building it (other builders wait)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.with_name(f".{directory.name}.lock"), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def load_entry(directory: Path, kind: str, key: str, version: int, build: Callable[[Path], None]
                ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
     """The checked entry at ``directory``: read, else built by ``build(tmp_dir)`` under the lock (``build`` writes
@@ -185,7 +171,7 @@ def load_entry(directory: Path, kind: str, key: str, version: int, build: Callab
         return _read_entry(directory, kind, key, version)
     except CacheError as err:
         problem = err if directory.exists() else None
-    with _build_lock(directory):
+    with file_lock(directory.with_name(f".{directory.name}.lock")):
         try:  # another process may have built it while this one waited
             return _read_entry(directory, kind, key, version)
         except CacheError as err:

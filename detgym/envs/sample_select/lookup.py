@@ -29,7 +29,6 @@ another configuration, a corrupt or truncated file, is refused with a one-line V
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import io
 import json
 import os
@@ -41,7 +40,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from detgym.data.io import atomic_write_bytes
+from detgym.data.io import atomic_write_bytes, file_lock
 
 __all__ = ["Estimate", "LookupTable", "READ_FORMATS", "Reference", "SOURCES", "TABLE_FORMAT", "label_summary"]
 
@@ -191,15 +190,10 @@ class LookupTable:
         and this table does not (another builder or look-up env saved them since this one was read) are taken in
         first, so concurrent writers lose nothing; then the whole file is replaced in one rename.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(f"{self.path}.lock", os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with file_lock(f"{self.path}.lock"):
             if self.path.exists():
                 self._merge(LookupTable.open(self.path, self.key, self.config))
             return atomic_write_bytes(self.path, self._to_bytes())
-        finally:
-            os.close(lock)  # releases the lock
 
     def _merge(self, other: "LookupTable") -> None:
         """The file's records (in its order), then this table's records the file does not have."""
