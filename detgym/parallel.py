@@ -32,11 +32,16 @@ class WorkerDied(RuntimeError):
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore the caller's count."""
+    """Run the block with ``n`` torch threads, then restore the caller's count. CPU results are deterministic only
+    for a given thread count (float sums change with it), so envs, runs and jobs each fix theirs; when the count
+    already is ``n`` (an env's every step, usually) nothing is set."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(n))
+    before, n = torch.get_num_threads(), int(n)
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
     try:
         yield
     finally:

@@ -24,6 +24,7 @@ import numpy as np
 
 from detgym.compare.grid import env_class, env_config
 from detgym.compare.worker import dataset_metrics
+from detgym.parallel import torch_threads
 from detgym.rollout import Step, run_episode
 
 __all__ = ["ReplayResult", "replay_file", "replay_record", "select_runs"]
@@ -100,30 +101,31 @@ def replay_record(record: Mapping[str, Any]) -> ReplayResult:
         find_agent(record["agent"]["name"], record["agent"].get("source"))
     except ValueError as err:
         return ReplayResult(key, False, str(err))
-    before = torch.get_num_threads()
-    threads = int(record.get("torch_threads") or before)
-    torch.set_num_threads(threads)
+    threads = int(record.get("torch_threads") or torch.get_num_threads())
     kwargs = dict(env_rec["kwargs"])
     if "num_threads" in env_class(env_rec["id"])[1]:  # the env runs at the run's thread count, as it did
         kwargs.setdefault("num_threads", threads)
-    env = gym.make(env_rec["id"], **kwargs)
-    try:
-        config = env_config(env)
-        if config is not None and config.config_key() != env_rec["config_key"]:
-            return ReplayResult(key, False, f"{env_rec['id']} with the recorded arguments now resolves to config key "
-                                f"{config.config_key()}, recorded {env_rec['config_key']}: presets or defaults changed")
-        last_infos: list[dict[str, Any]] = []
-        for i, episode in enumerate(record["episodes"]):
-            problem = _replay_episode(env, episode, last_infos)
-            if problem is not None:
-                return ReplayResult(key, False, f"episode {i} (seed {episode['seed']}), {problem}")
-        # records written before the harness scored box-selection runs over their images have no dataset metrics
-        replayed = dataset_metrics(env, last_infos) if "dataset_metrics" in record else None
-        if replayed != record.get("dataset_metrics"):
-            return ReplayResult(key, False, f"dataset metrics {replayed!r}, recorded {record['dataset_metrics']!r}")
-    finally:
-        env.close()
-        torch.set_num_threads(before)
+    with torch_threads(threads):
+        env = gym.make(env_rec["id"], **kwargs)
+        try:
+            config = env_config(env)
+            if config is not None and config.config_key() != env_rec["config_key"]:
+                return ReplayResult(key, False, f"{env_rec['id']} with the recorded arguments now resolves to config "
+                                    f"key {config.config_key()}, recorded {env_rec['config_key']}: presets or "
+                                    "defaults changed")
+            last_infos: list[dict[str, Any]] = []
+            for i, episode in enumerate(record["episodes"]):
+                problem = _replay_episode(env, episode, last_infos)
+                if problem is not None:
+                    return ReplayResult(key, False, f"episode {i} (seed {episode['seed']}), {problem}")
+            # records written before the harness scored box-selection runs over their images have no dataset
+            # metrics
+            replayed = dataset_metrics(env, last_infos) if "dataset_metrics" in record else None
+            if replayed != record.get("dataset_metrics"):
+                return ReplayResult(key, False,
+                                    f"dataset metrics {replayed!r}, recorded {record['dataset_metrics']!r}")
+        finally:
+            env.close()
     steps = sum(ep["length"] for ep in record["episodes"])
     return ReplayResult(key, True, f"{len(record['episodes'])} episode(s), {steps} steps: rewards and final metrics "
                                    "identical")

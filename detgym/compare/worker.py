@@ -9,21 +9,20 @@ the action frequencies over training), and the probabilities of agents that expo
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import platform
 import time
 from importlib import metadata
-from typing import Any, Iterator
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from detgym._hashing import jsonable
 from detgym.agents.registry import AgentSpec, find_agent
 from detgym.compare.grid import RunSpec, env_config
+from detgym.parallel import torch_threads
 from detgym.rollout import Episode, run_episode
 from detgym.tensorboard import TensorBoardLogger
 
@@ -99,18 +98,6 @@ class _ProbsProbe:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._agent, name)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """CPU training is deterministic only for a given thread count (float sums change with it): every run uses
-    ``n``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _make_env(spec: RunSpec, role: str) -> gym.Env:
@@ -219,7 +206,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     start, cpu_start = time.perf_counter(), time.process_time()
     log = TensorBoardLogger(spec.tb_dir)
     try:
-        with _torch_threads(spec.threads):
+        with torch_threads(spec.threads):
             agent, train = _train(spec, log) if spec.learns else (None, None)
             episodes, measured = _evaluate(spec, agent, log)
     finally:

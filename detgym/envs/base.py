@@ -25,13 +25,14 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.error import ResetNeeded
 
 from detgym.envs.substrate import LoadedSubstrate, PresetTable, Substrate, check_positive_int
+from detgym.parallel import torch_threads
 from detgym.tensorboard import TensorBoardLogger
 
 __all__ = ["F32_MAX", "SEED_HIGH", "CompareDefaults", "DetectorEnv", "check_cache_dir"]
@@ -183,20 +184,9 @@ class DetectorEnv(gym.Env):
     def _step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def own_threads(self) -> Iterator[None]:
-        """Run the block with the env's torch thread count (``num_threads``), then restore the caller's."""
-        import torch
-
-        before = torch.get_num_threads()
-        if before == self.num_threads:
-            yield
-            return
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    def own_threads(self) -> contextlib.AbstractContextManager[None]:
+        """Run a block with the env's torch thread count (``num_threads``), then restore the caller's."""
+        return torch_threads(self.num_threads)
 
     @property
     def episode_over(self) -> bool:
