@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import detgym.compare
@@ -96,7 +97,7 @@ def test_outputs_table_csv_json_plots_and_tensorboard(done):
     assert rows["rlo"]["AP_pairs"] == SEEDS and 0 <= rows["rlo"]["AP_poi"] <= 1 and "AP_diff" not in rows["uniform"]
     assert summary["settings"]["plan"][ENV]["baseline"] == "uniform"
     assert (done / "summary.csv").read_text().startswith("env,agent,baseline,runs")
-    for name in ("scores.png", "learning_curves.png", "action_frequencies.png"):
+    for name in ("scores.png", "learning_curves.png", "episode_curves.png", "action_frequencies.png"):
         assert (done / name).stat().st_size > 5000, name
     tb = done / "tb" / ENV
     assert any(p.name.startswith("events.out.tfevents") for p in tb.rglob("*"))
@@ -324,3 +325,20 @@ def test_benchmark_tables_plot_through_grouped_bars(tmp_path):
         {"method": "pg", "postprocess": "nms", "AP": 0.51, "AP50": 0.71, "AP75": 0.52}], "table 1")
     assert (tmp_path / "learned.png").stat().st_size > 5000 and (tmp_path / "table1.png").stat().st_size > 5000
     assert not plt.get_fignums()  # closed after saving
+
+
+def test_episode_curves_are_the_mean_return_so_far_over_seeds(tmp_path):
+    from detgym.compare import plots
+
+    def record(agent, seed, episodes):
+        return {"env": {"id": "E"}, "agent": {"name": agent}, "seed": seed,
+                "episodes": [{"rewards": r} for r in episodes]}
+
+    runs = [record("a", 0, [[0.1, 0.2, 0.3], [0.3, 0.0, 0.1]]), record("a", 1, [[0.0, 0.1, 0.1, 0.5]])]
+    curves = plots._cumulative_returns(runs)  # seed 0: mean of its two episodes; steps cut to the shortest
+    np.testing.assert_allclose(curves, [[0.2, 0.3, 0.5], [0.0, 0.1, 0.2]])
+    assert plots.plot_episode_curves(runs, tmp_path / "curves.png", n_resamples=200) == tmp_path / "curves.png"
+    assert (tmp_path / "curves.png").stat().st_size > 5000
+    one_step = [record("nms", 0, [[0.5], [0.2]])]  # DetBoxSelect: one decision per episode, nothing to draw
+    assert plots._cumulative_returns(one_step) is None
+    assert plots.plot_episode_curves(one_step, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()

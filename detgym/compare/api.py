@@ -72,6 +72,7 @@ def _write_outputs(out: Path, records: list[dict], plan: Plan, settings: Mapping
     paths = list(write_summary(out, rows, settings).values())
     for path in (plots.plot_scores(rows, out / "scores.png"),
                  plots.plot_learning_curves(records, out / "learning_curves.png"),
+                 plots.plot_episode_curves(records, out / "episode_curves.png"),
                  plots.plot_action_frequencies(records, out / "action_frequencies.png")):
         if path is not None:
             paths.append(path)

@@ -17,6 +17,7 @@ comparison resumes: re-run the same command; finished runs are never repeated an
     detgym replay runs/compare/runs.jsonl                    # re-execute the recorded actions, check the rewards
 
 OUT holds runs.jsonl, summary.csv, summary.json, table.md, scores.png, learning_curves.png,
+episode_curves.png (multi-decision episodes: return so far per decision, e.g. active-learning curves),
 action_frequencies.png and tb/<run key>/ (TensorBoard: the envs', SB3's and the harness's scalars).
 """
 

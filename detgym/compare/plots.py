@@ -4,6 +4,11 @@
   mean with 95% stratified bootstrap intervals (the summary rows of :mod:`detgym.compare.report`);
 * :func:`plot_learning_curves`: the learning agents' training-episode returns against training timesteps (a moving
   average where there are many episodes), one thin line per seed and their mean;
+* :func:`plot_episode_curves`: for envs whose episodes take several decisions (an active-learning episode's
+  cycles, a loss-weighting episode's intervals), the evaluated episodes' return so far after each decision: per
+  agent the mean over seeds with a 95% bootstrap band (each seed's mean over its episodes first). On
+  DetSampleSelect, whose reward is the val mAP gain of a cycle, these are the active-learning curves (mAP gain
+  over the initial detector against the cycle);
 * :func:`grouped_bars`: a bar per (row, series) with error bars, for the benchmark scripts' tables;
 * :func:`plot_action_frequencies`: for discrete actions, what each agent chose as it learned: the probabilities of
   agents that expose them (RLO, over the decisions of its evaluated episode, which is its training: RLO learns
@@ -23,7 +28,7 @@ import numpy as np
 
 from detgym.data.io import atomic_savefig
 
-__all__ = ["grouped_bars", "plot_action_frequencies", "plot_learning_curves", "plot_scores"]
+__all__ = ["grouped_bars", "plot_action_frequencies", "plot_episode_curves", "plot_learning_curves", "plot_scores"]
 
 
 def _pyplot() -> Any:
@@ -136,6 +141,53 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
         ax.set_title(env_id, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _cumulative_returns(runs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """Per run (seed), the mean over its evaluated episodes of the return after each decision: ``[runs, steps]``
+    (steps: the shortest episode's), or None when no episode takes more than one decision."""
+    per_run = []
+    for r in runs:
+        rewards = [np.cumsum(e["rewards"]) for e in r.get("episodes", []) if len(e.get("rewards", ())) > 1]
+        if rewards:
+            n = min(len(x) for x in rewards)
+            per_run.append(np.mean([x[:n] for x in rewards], axis=0))
+    if not per_run:
+        return None
+    n = min(len(x) for x in per_run)
+    return np.stack([x[:n] for x in per_run])
+
+
+def plot_episode_curves(records: Sequence[Mapping[str, Any]], path: str | Path, *,
+                        n_resamples: int = 2000) -> Path | None:
+    """Return so far after each decision of the evaluated episodes, per env and agent: the mean over seeds and its
+    95% bootstrap band (:func:`detgym.compare.stats.interval_estimate`)."""
+    from detgym.compare.stats import interval_estimate, mean_of_task_means
+
+    curves = {k: c for k, runs in _records_by_env_agent(records).items()
+              if (c := _cumulative_returns(runs)) is not None}
+    if not curves:
+        return None
+    env_ids = list(dict.fromkeys(env for env, _ in curves))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 3.8), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, env_id in zip(axes[0], env_ids):
+        for i, ((_, agent), c) in enumerate((k, v) for k, v in curves.items() if k[0] == env_id):
+            steps = np.arange(1, c.shape[1] + 1)
+            bands = [interval_estimate([c[:, t]], mean_of_task_means, n_resamples=n_resamples)
+                     for t in range(c.shape[1])]
+            color = colors[i % len(colors)]
+            ax.plot(steps, [b.value for b in bands], color=color, linewidth=1.8, marker="o", markersize=3,
+                    label=f"{agent} ({c.shape[0]} seeds)")
+            if c.shape[0] > 1:
+                ax.fill_between(steps, [b.low for b in bands], [b.high for b in bands], color=color, alpha=0.15)
+        ax.set_xlabel("decision (step of the evaluated episode)")
+        ax.set_ylabel("return so far (mean over seeds, 95% band)")
+        ax.set_title(env_id, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 
