@@ -24,6 +24,11 @@ Top to bottom:
    the share of held-out selections the table would have answered. The records keep their selections, so the same
    measured selections are also keyed on every other ``table_summary`` (the mean reference embedding Φ_k of
    MGRAL, the labeled set's objects per class) and their errors printed side by side: which key ranks.
+5. the ceiling: the held-out episodes run again with the same selections and fresh training seeds (the episode's
+   ``state_dict`` with its ``cycle_seeds`` replaced, as ``benchmarks.al_headroom``'s noise streams;
+   ``OUT/retest-<key>.jsonl``), and the within-cycle Spearman of those two real measurements: how well one real
+   retraining ranks the selections of a cycle, the most any estimate checked against one can show
+   (``--retest-episodes 0`` skips it).
 
 The last line reads ``lookup speedup: <ratio>x, MAE <value>, spearman <value>``.
 """
@@ -58,19 +63,28 @@ class Settings:
     heldout_episodes: int = 8
     #: seed stream of the held-out episodes (the table's build episodes use stream 0)
     heldout_seed: int = 1
+    #: held-out episodes trained again with fresh training seeds (step 5: the test-retest ceiling)
+    retest_episodes: int = 8
     #: build episodes replayed in the look-up env for the timing
     replay_episodes: int = 3
     threads: int = 1
     out: str = "runs/lookup_speed"
 
 
-def _random_episode(env: Any, seed: int, initial_set: int) -> list[dict[str, Any]]:
-    """One build-style episode (uniform random scores from ``seed``) with every step timed."""
+def _random_episode(env: Any, seed: int, initial_set: int, retest: bool = False) -> list[dict[str, Any]]:
+    """One build-style episode (uniform random scores from ``seed``) with every step timed; ``retest``: the same
+    episode (same candidates and selections) trained with fresh training seeds."""
     from detgym.envs.sample_select.build import RandomScores
     from detgym.rollout import run_episode
 
+    options: dict[str, Any] = {"initial_set": initial_set}
+    if retest:
+        env.reset(seed=seed, options=options)
+        state = env.state_dict()
+        state["cycle_seeds"] = [int(x) for x in np.random.SeedSequence([seed, 1001]).generate_state(env.cycles)]
+        options = {"state": state}
     rows: list[dict[str, Any]] = []
-    run_episode(env, RandomScores(env.n_rows, seed), seed=seed, options={"initial_set": initial_set},
+    run_episode(env, RandomScores(env.n_rows, seed), seed=None if retest else seed, options=options,
                 callback=lambda step: rows.append({
                     "cycle": step.info["cycle"], "seconds": step.wall_s, "map": step.info["map"],
                     "source": step.info.get("reward_source"), "summary": env.selection_summary().tolist(),
@@ -106,6 +120,40 @@ def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: i
             "measured_map_std_within_cycle": float(centred[1].std())}
 
 
+def _retest(real: Any, key: str, path: Path, settings: Settings, heldout: dict[str, Any],
+            n_sets: int) -> dict[str, Any] | None:
+    """Step 5: the first ``retest_episodes`` held-out episodes again with fresh training seeds (resumable), and the
+    within-cycle Spearman and retraining SD of the two measurements of each selection."""
+    from detgym.envs.sample_select.build import build_episode_seed
+
+    n = min(settings.retest_episodes, settings.heldout_episodes)
+    if n < 1:
+        return None
+    done = read_runs(path).records
+    for j in range(n):
+        if f"{key}/{j}" not in done:
+            rows = _random_episode(real, build_episode_seed(settings.heldout_seed, j), j % n_sets, retest=True)
+            _append_line(path, {"key": f"{key}/{j}", "initial_set": j % n_sets, "cycles": rows})
+            done = read_runs(path).records
+    first, second, groups = [], [], []
+    for j in range(n):
+        a, b = heldout[f"{key}/{j}"], done[f"{key}/{j}"]
+        for ca, cb in zip(a["cycles"], b["cycles"]):
+            if ca["added"] != cb["added"]:
+                raise RuntimeError(f"retest episode {j} cycle {ca['cycle']} selected other images than the held-out "
+                                   "episode: the env's state does not reproduce its candidates")
+            first.append(ca["map"]), second.append(cb["map"]), groups.append((a["initial_set"], ca["cycle"]))
+    first, second = np.array(first), np.array(second)
+    sd = float(np.std(first - second, ddof=1) / np.sqrt(2))
+    for g in set(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        first[idx] -= first[idx].mean()
+        second[idx] -= second[idx].mean()
+    rho = float(scipy.stats.spearmanr(first, second).statistic)
+    return {"selections": len(groups), "spearman_within_cycle": None if np.isnan(rho) else rho,
+            "retraining_sd": sd}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
@@ -118,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     defaults = Settings()
     p.add_argument("--preset", default=defaults.preset)
     p.add_argument("--overrides", type=json.loads, default=defaults.overrides, help="preset fields as JSON")
-    for name in ("initial_set", "build_episodes", "heldout_episodes", "heldout_seed", "replay_episodes", "threads"):
+    for name in ("initial_set", "build_episodes", "heldout_episodes", "heldout_seed", "retest_episodes",
+                 "replay_episodes", "threads"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     p.add_argument("--out", default=defaults.out)
     settings = Settings(**vars(p.parse_args(argv)))
@@ -151,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             done = read_runs(heldout_file).records
     heldout = [(r["initial_set"], c) for j in range(settings.heldout_episodes) for r in [done[f"{key}/{j}"]]
                for c in r["cycles"]]
+    retest = _retest(real, key, out / f"retest-{key}.jsonl", settings, done, n_sets)
 
     # 3. look-up steps: build episodes replayed on a copy of the table (a refusal must not change the real one)
     copy = out / f"table-copy-{key}.npz"
@@ -182,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "heldout_selections": len(heldout),
         "estimated_replay_steps": sum(c["source"] == "estimated" for c in replayed), "replay_steps": len(replayed),
         "table_records": len(table), "records_per_set_cycle": sorted(set(table.counts().values())),
-        "load_average": [load_start, os.getloadavg()[0]], "settings": asdict(settings),
+        "retest": retest, "load_average": [load_start, os.getloadavg()[0]], "settings": asdict(settings),
     }
     atomic_write_json(out / f"result-{key}.json", result)
     print(f"table {len(table)} records ({result['records_per_set_cycle']} per initial set and cycle); "
@@ -195,6 +245,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mark = " (the preset's key)" if kind == real.config.table_summary else ""
         print(f"table keyed on {kind!r}: MAE {e['mae']:.4f}, spearman within a cycle "
               f"{_fmt(e['spearman_within_cycle'])}{mark}")
+    if retest:
+        print(f"ceiling: {retest['selections']} held-out selections trained again with fresh seeds: spearman within "
+              f"a cycle {_fmt(retest['spearman_within_cycle'])} between the two real measurements, retraining SD "
+              f"{retest['retraining_sd']:.4f} (std of the selections within a cycle "
+              f"{mine['measured_map_std_within_cycle']:.4f})")
     print(f"lookup speedup: {speedup:.0f}x, MAE {mae:.4f}, spearman {_fmt(rho_within)}")
     return result
 
