@@ -209,7 +209,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     replayed = [c for j in range(min(settings.replay_episodes, settings.build_episodes))
                 for c in _random_episode(lookup, build_episode_seed(0, j), j % n_sets)]
     lookup.close()
-    t_lookup = np.median([c["seconds"] for c in replayed if c["source"] == "estimated"])
+    answered = [c["seconds"] for c in replayed if c["source"] == "estimated"]
+    if not answered:
+        raise ValueError(f"the table answered none of the {len(replayed)} replayed steps (too few records per initial "
+                         "set and cycle to set its threshold): raise --build-episodes")
+    t_lookup = np.median(answered)
     t_real = np.median([c["seconds"] for _, c in heldout])
 
     # 4. the estimate's error on held-out selections, for the preset's key and, on the same measured selections,
