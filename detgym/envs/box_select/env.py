@@ -562,7 +562,10 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
     :class:`DetBoxSelectEnv`'s reward of the boxes with a nonzero new score, ranked by the new scores: with
     ``reward="pool_ap"`` they are ranked among the pool's detections too, so scores must be calibrated across images
     (as soft-NMS's are); with ``image_ap`` only the order inside the image counts (minus the NMS AP with
-    ``baseline="nms"``).
+    ``baseline="nms"``). The pool holds the detector's scores, so the pool reward is anchored to the detector's
+    score scale: on the default's val images, NMS's own boxes with their scores mapped by 0.9 s, s^2 or sqrt(s)
+    (COCO AP over images all mapped alike: unchanged) earn -0.017, -0.10 and -0.44; a re-scorer whose scores are
+    on another scale pays for it even where it raises that COCO AP (README, DetBoxSelect-v1).
 
     ## Starting State, Episode End
 
