@@ -113,6 +113,11 @@ def _smoothed(x: np.ndarray, y: np.ndarray, points: int = 25) -> tuple[np.ndarra
     return x[window - 1:], np.convolve(y, np.ones(window) / window, mode="valid")
 
 
+def _thousands(x: float, _pos: Any = None) -> str:
+    """Tick label of a timestep count: 160000 -> 160k (long counts run into each other)."""
+    return f"{x / 1000:g}k" if abs(x) >= 10_000 else f"{x:g}"
+
+
 def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
     """Training-episode return against timesteps of every learning agent, per env."""
     curves = {k: v for k, v in _records_by_env_agent(records).items()
@@ -137,6 +142,7 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
             mean = np.mean([np.interp(grid, x, y) for x, y in lines], axis=0)
             ax.plot(grid, mean, color=color, linewidth=2, label=f"{agent} (mean of {len(lines)})")
         ax.set_xlabel("training timesteps")
+        ax.xaxis.set_major_formatter(_thousands)
         ax.set_ylabel("training episode return (moving average)")
         ax.set_title(env_id, fontsize=10)
         ax.grid(alpha=0.3)
