@@ -189,6 +189,7 @@ def plot_episode_curves(records: Sequence[Mapping[str, Any]], path: str | Path, 
                     label=f"{agent} ({c.shape[0]} seeds)")
             if c.shape[0] > 1:
                 ax.fill_between(steps, [b.low for b in bands], [b.high for b in bands], color=color, alpha=0.15)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_xlabel("decision (step of the evaluated episode)")
         ax.set_ylabel("return so far (mean over seeds, 95% band)")
         ax.set_title(env_id, fontsize=10)
