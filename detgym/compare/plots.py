@@ -118,19 +118,37 @@ def _thousands(x: float, _pos: Any = None) -> str:
     return f"{x / 1000:g}k" if abs(x) >= 10_000 else f"{x:g}"
 
 
+def _env_panels(curves: Mapping[tuple[str, str], Any], height: float) -> tuple[Any, list[tuple[Any, str, list]]]:
+    """One panel per env of ``curves`` (``(env, agent) -> data``): the figure and, per panel, its axes, its env id and
+    the ``(agent, data, colour)`` drawn in it (agents in ``curves``' order, colours from matplotlib's cycle)."""
+    env_ids = list(dict.fromkeys(env for env, _ in curves))
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), height), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = []
+    for ax, env_id in zip(axes[0], env_ids):
+        drawn = [(agent, data) for (env, agent), data in curves.items() if env == env_id]
+        panels.append((ax, env_id, [(agent, data, colors[i % len(colors)]) for i, (agent, data) in enumerate(drawn)]))
+    return fig, panels
+
+
+def _label_panel(ax: Any, env_id: str, xlabel: str, ylabel: str, legend_size: int) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(env_id, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
 def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
     """Training-episode return against timesteps of every learning agent, per env."""
     curves = {k: v for k, v in _records_by_env_agent(records).items()
               if any(r.get("train") and r["train"]["episodes"] for r in v)}
     if not curves:
         return None
-    env_ids = list(dict.fromkeys(env for env, _ in curves))
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 3.6), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, env_id in zip(axes[0], env_ids):
-        for i, ((env, agent), runs) in enumerate((k, v) for k, v in curves.items() if k[0] == env_id):
-            color = colors[i % len(colors)]
+    fig, panels = _env_panels(curves, 3.6)
+    for ax, env_id, drawn in panels:
+        for agent, runs, color in drawn:
             lines = []
             for r in runs:
                 eps = r["train"]["episodes"] if r.get("train") else []
@@ -141,12 +159,8 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
             grid = np.linspace(max(x[0] for x, _ in lines), min(x[-1] for x, _ in lines), 50)
             mean = np.mean([np.interp(grid, x, y) for x, y in lines], axis=0)
             ax.plot(grid, mean, color=color, linewidth=2, label=f"{agent} (mean of {len(lines)})")
-        ax.set_xlabel("training timesteps")
         ax.xaxis.set_major_formatter(_thousands)
-        ax.set_ylabel("training episode return (moving average)")
-        ax.set_title(env_id, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _label_panel(ax, env_id, "training timesteps", "training episode return (moving average)", 8)
     return _save(fig, path)
 
 
@@ -169,32 +183,27 @@ def plot_episode_curves(records: Sequence[Mapping[str, Any]], path: str | Path, 
                         n_resamples: int = 2000) -> Path | None:
     """Return so far after each decision of the evaluated episodes, per env and agent: the mean over seeds and its
     95% bootstrap band (:func:`detgym.compare.stats.interval_estimate`)."""
+    from matplotlib.ticker import MaxNLocator
+
     from detgym.compare.stats import interval_estimate, mean_of_task_means
 
     curves = {k: c for k, runs in _records_by_env_agent(records).items()
               if (c := _cumulative_returns(runs)) is not None}
     if not curves:
         return None
-    env_ids = list(dict.fromkeys(env for env, _ in curves))
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(env_ids), figsize=(5.5 * len(env_ids), 3.8), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, env_id in zip(axes[0], env_ids):
-        for i, ((_, agent), c) in enumerate((k, v) for k, v in curves.items() if k[0] == env_id):
+    fig, panels = _env_panels(curves, 3.8)
+    for ax, env_id, drawn in panels:
+        for agent, c, color in drawn:
             steps = np.arange(1, c.shape[1] + 1)
             bands = [interval_estimate([c[:, t]], mean_of_task_means, n_resamples=n_resamples)
                      for t in range(c.shape[1])]
-            color = colors[i % len(colors)]
             ax.plot(steps, [b.value for b in bands], color=color, linewidth=1.8, marker="o", markersize=3,
                     label=f"{agent} ({c.shape[0]} seeds)")
             if c.shape[0] > 1:
                 ax.fill_between(steps, [b.low for b in bands], [b.high for b in bands], color=color, alpha=0.15)
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-        ax.set_xlabel("decision (step of the evaluated episode)")
-        ax.set_ylabel("return so far (mean over seeds, 95% band)")
-        ax.set_title(env_id, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _label_panel(ax, env_id, "decision (step of the evaluated episode)",
+                     "return so far (mean over seeds, 95% band)", 7)
     return _save(fig, path)
 
 
