@@ -41,7 +41,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.stats
@@ -96,6 +96,21 @@ def _fmt(value: float | None) -> str:
     return "nan" if value is None else f"{value:.3f}"
 
 
+def _centred(values: Sequence[float], groups: list[tuple[int, int]]) -> np.ndarray:
+    """``values`` minus the mean of their (initial set, cycle) group: what a within-cycle ranking compares."""
+    out = np.array(values, dtype=np.float64)
+    for g in set(groups):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        out[idx] -= out[idx].mean()
+    return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
+    """Spearman's rho, None where undefined (a constant column): JSON has no NaN."""
+    rho = float(scipy.stats.spearmanr(x, y).statistic)
+    return None if np.isnan(rho) else rho
+
+
 def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: int) -> dict[str, Any]:
     """The table's estimates of the held-out selections against their measured mAP: MAE, Spearman within each
     (initial set, cycle) after removing its means, Spearman across cycles, and how many the table would answer."""
@@ -106,35 +121,37 @@ def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: i
         answered += table.estimate(k, c["cycle"], summary, neighbours).value is not None
         measured.append(c["map"]), groups.append((k, c["cycle"]))
     est, measured = np.array(est, dtype=np.float64), np.array(measured)
-    centred = [np.zeros_like(est), np.zeros_like(est)]
-    for g in set(groups):
-        idx = [i for i, x in enumerate(groups) if x == g]
-        centred[0][idx] = est[idx] - est[idx].mean()
-        centred[1][idx] = measured[idx] - measured[idx].mean()
-    # NaN (a constant column: every estimate equal) is written as null: JSON has no NaN
-    rho = [float(scipy.stats.spearmanr(*pair).statistic) for pair in (centred, (est, measured))]
-    rho = [None if np.isnan(r) else r for r in rho]
-    return {"mae": float(np.abs(est - measured).mean()), "spearman_within_cycle": rho[0],
-            "spearman_across_cycles": rho[1],
+    centred_measured = _centred(measured, groups)
+    return {"mae": float(np.abs(est - measured).mean()),
+            "spearman_within_cycle": _spearman(_centred(est, groups), centred_measured),
+            "spearman_across_cycles": _spearman(est, measured),
             "answered_by_table": answered, "measured_map_mean": float(measured.mean()),
-            "measured_map_std_within_cycle": float(centred[1].std())}
+            "measured_map_std_within_cycle": float(centred_measured.std())}
+
+
+def _episodes(real: Any, key: str, path: Path, settings: Settings, n: int, n_sets: int,
+              retest: bool = False) -> dict[str, Any]:
+    """The first ``n`` held-out episodes (``retest``: again, with fresh training seeds) as records of ``path``, the
+    missing ones run and appended one at a time (an interrupted run resumes)."""
+    from detgym.envs.sample_select.build import build_episode_seed
+
+    done = read_runs(path).records
+    for j in range(n):
+        if f"{key}/{j}" not in done:
+            rows = _random_episode(real, build_episode_seed(settings.heldout_seed, j), j % n_sets, retest)
+            _append_line(path, {"key": f"{key}/{j}", "initial_set": j % n_sets, "cycles": rows})
+            done = read_runs(path).records
+    return done
 
 
 def _retest(real: Any, key: str, path: Path, settings: Settings, heldout: dict[str, Any],
             n_sets: int) -> dict[str, Any] | None:
     """Step 5: the first ``retest_episodes`` held-out episodes again with fresh training seeds (resumable), and the
     within-cycle Spearman and retraining SD of the two measurements of each selection."""
-    from detgym.envs.sample_select.build import build_episode_seed
-
     n = min(settings.retest_episodes, settings.heldout_episodes)
     if n < 1:
         return None
-    done = read_runs(path).records
-    for j in range(n):
-        if f"{key}/{j}" not in done:
-            rows = _random_episode(real, build_episode_seed(settings.heldout_seed, j), j % n_sets, retest=True)
-            _append_line(path, {"key": f"{key}/{j}", "initial_set": j % n_sets, "cycles": rows})
-            done = read_runs(path).records
+    done = _episodes(real, key, path, settings, n, n_sets, retest=True)
     first, second, groups = [], [], []
     for j in range(n):
         a, b = heldout[f"{key}/{j}"], done[f"{key}/{j}"]
@@ -143,14 +160,9 @@ def _retest(real: Any, key: str, path: Path, settings: Settings, heldout: dict[s
                 raise RuntimeError(f"retest episode {j} cycle {ca['cycle']} selected other images than the held-out "
                                    "episode: the env's state does not reproduce its candidates")
             first.append(ca["map"]), second.append(cb["map"]), groups.append((a["initial_set"], ca["cycle"]))
-    first, second = np.array(first), np.array(second)
-    sd = float(np.std(first - second, ddof=1) / np.sqrt(2))
-    for g in set(groups):
-        idx = [i for i, x in enumerate(groups) if x == g]
-        first[idx] -= first[idx].mean()
-        second[idx] -= second[idx].mean()
-    rho = float(scipy.stats.spearmanr(first, second).statistic)
-    return {"selections": len(groups), "spearman_within_cycle": None if np.isnan(rho) else rho,
+    sd = float(np.std(np.subtract(first, second), ddof=1) / np.sqrt(2))
+    return {"selections": len(groups), "spearman_within_cycle": _spearman(_centred(first, groups),
+                                                                          _centred(second, groups)),
             "retraining_sd": sd}
 
 
@@ -191,13 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_sets = len(real.initial_sets)
 
     # 2. held-out selections, real training timed
-    heldout_file = out / f"heldout-{key}.jsonl"
-    done = read_runs(heldout_file).records
-    for j in range(settings.heldout_episodes):
-        if f"{key}/{j}" not in done:
-            rows = _random_episode(real, build_episode_seed(settings.heldout_seed, j), j % n_sets)
-            _append_line(heldout_file, {"key": f"{key}/{j}", "initial_set": j % n_sets, "cycles": rows})
-            done = read_runs(heldout_file).records
+    done = _episodes(real, key, out / f"heldout-{key}.jsonl", settings, settings.heldout_episodes, n_sets)
     heldout = [(r["initial_set"], c) for j in range(settings.heldout_episodes) for r in [done[f"{key}/{j}"]]
                for c in r["cycles"]]
     retest = _retest(real, key, out / f"retest-{key}.jsonl", settings, done, n_sets)
