@@ -13,10 +13,10 @@ accepts), and implements only its own decision:
 
 The shell's ``reset`` / ``step`` do the rest, the same way for every family: ``super().reset(seed=...)``, the
 reset-options check, "episode over: call reset" (``ResetNeeded``), the episode's return and length logged to
-TensorBoard, and the torch thread count. An env runs its training and evaluation with ``num_threads`` torch
-threads whatever its caller set (CPU float results depend on the count), so gymnasium's sync and async vector
-envs, SB3's SubprocVecEnv, ``detgym compare`` workers and Ray give the same rewards for the same seeds and
-actions; ``info["num_threads"]`` reports it.
+TensorBoard, and the torch thread count (for families whose steps run torch: ``steps_use_torch``). An env runs
+its training and evaluation with ``num_threads`` torch threads whatever its caller set (CPU float results depend
+on the count), so gymnasium's sync and async vector envs, SB3's SubprocVecEnv, ``detgym compare`` workers and Ray
+give the same rewards for the same seeds and actions; ``info["num_threads"]`` reports it.
 """
 
 from __future__ import annotations
@@ -110,6 +110,10 @@ class DetectorEnv(gym.Env):
     sb3_options: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: Info entries SB3 never reads, left out of its training env's info (SB3's vector env deep-copies every info).
     sb3_unread_info: ClassVar[tuple[str, ...]] = ()
+    #: Whether ``_reset`` / ``_step`` run torch. Families whose steps are compiled kernels over precomputed tables
+    #: say False: their results do not depend on torch's thread count, and setting and restoring it would cost
+    #: more than their step (construction still runs inside ``own_threads``).
+    steps_use_torch: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -152,16 +156,14 @@ class DetectorEnv(gym.Env):
         options = self._check_reset_options(options)
         self._episode += 1
         self._episode_return, self._episode_length = 0.0, 0
-        with self.own_threads():
-            obs, info = self._reset(options)
+        obs, info = self._in_own_threads(self._reset, options)
         self._done = False
         info["num_threads"] = self.num_threads
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         self._check_running()
-        with self.own_threads():
-            obs, reward, terminated, truncated, info = self._step(action)
+        obs, reward, terminated, truncated, info = self._in_own_threads(self._step, action)
         self._episode_return += float(reward)
         self._episode_length += 1
         if terminated or truncated:
@@ -187,6 +189,13 @@ class DetectorEnv(gym.Env):
     def own_threads(self) -> contextlib.AbstractContextManager[None]:
         """Run a block with the env's torch thread count (``num_threads``), then restore the caller's."""
         return torch_threads(self.num_threads)
+
+    def _in_own_threads(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        """``fn(arg)`` with the env's torch threads when the family's steps run torch (``steps_use_torch``)."""
+        if not self.steps_use_torch:
+            return fn(arg)
+        with self.own_threads():
+            return fn(arg)
 
     @property
     def episode_over(self) -> bool:

@@ -487,6 +487,11 @@ class PoolAP:
         kernel(_reference_sums)(self.reference_keep, self.scores, *self._image_args(), *self._pool_args(),
                                 self.npig_pool, self.npig_img, pool_sums, self._ref_sums, self.reference_ap,
                                 self._scratch_i)
+        # the backend is chosen once, as PreparedAP's; a step passes these unchanged (built once: a call's own
+        # Python costs as much as its kernel's work)
+        self._step_kernel = kernel(_pool_step)
+        self._step_args = (self.reference_keep, self.scores, *self._image_args(), *self._pool_args(), self.npig_pool,
+                           self.npig_img, self._ref_sums, self.reference_ap)
 
     def _image_args(self) -> tuple:
         return (self.counts, self.labels, self.image_ids, self.n_max, int(MAX_DETS[-1]), self.gt_offsets,
@@ -590,7 +595,5 @@ class PoolAP:
         scores = self.scores[images] if scores is None else np.ascontiguousarray(scores, dtype=np.float64)
         ap = np.empty(images.shape[0])
         delta = np.empty(images.shape[0])
-        kernel(_pool_step)(images, keep, scores, self.reference_keep, self.scores, *self._image_args(),
-                           *self._pool_args(), self.npig_pool, self.npig_img, self._ref_sums, self.reference_ap, ap,
-                           delta, self._scratch_i)
+        self._step_kernel(images, keep, scores, *self._step_args, ap, delta, self._scratch_i)
         return ap, delta

@@ -91,6 +91,8 @@ class BoxSelectEnvBase(DetectorEnv):
     }
     # SB3's vector env deep-copies every info; the per-candidate COCO dicts cost more to copy than the step
     sb3_unread_info = ("candidates",)
+    # a step is compiled AP kernels over the cached candidates
+    steps_use_torch = False
 
     def __init__(self, preset: str = "default", *, strict: bool = False, progress: bool = False,
                  **kwargs: Any) -> None:
@@ -418,14 +420,14 @@ def keep_mask(action: Any, shape: tuple[int, ...], name: str = "action") -> np.n
                          f"{a.dtype} {a.shape}")
     if a.dtype.kind == "b":
         return a
-    # one pass for the usual int8 (MultiBinary.sample) / uint8 masks: negatives wrap to >= 128
+    # one pass for the usual int8 (MultiBinary.sample) / uint8 masks: negatives wrap to >= 128, and bytes 0 / 1 are
+    # already a bool mask (a view: the step reads it and keeps nothing of it)
     if a.dtype.itemsize == 1 and a.dtype.kind != "f":
-        bad = (a.view(np.uint8) > 1).any()
-    else:
-        bad = not ((a == 0) | (a == 1)).all()
-    if bad:
-        raise ValueError(f"{name} must hold only 0 and 1 (a keep-mask), got values {np.unique(a)[:5].tolist()}")
-    return a != 0
+        if a.view(np.uint8).max(initial=0) <= 1:
+            return a.view(np.bool_)
+    elif ((a == 0) | (a == 1)).all():
+        return a != 0
+    raise ValueError(f"{name} must hold only 0 and 1 (a keep-mask), got values {np.unique(a)[:5].tolist()}")
 
 
 class DetBoxSelectSeqEnv(BoxSelectEnvBase):

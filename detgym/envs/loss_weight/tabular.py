@@ -105,6 +105,8 @@ class DetLossWeightTabularEnv(DetectorEnv):
     family = "loss_weight"
     presets = TABULAR_PRESETS
     reset_options = ("tree_seed",)
+    # a step reads the tree table: no torch
+    steps_use_torch = False
     compare_defaults = CompareDefaults(
         "uniform", ("uniform", "avw", "rlo", "a0", "a1", "a2", "a3", "random", "ppo", "a2c", "dqn", "recurrent_ppo"),
         train_budget=10_000, eval_episodes=10, info_metrics=("regret",),
