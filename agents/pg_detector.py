@@ -20,8 +20,11 @@ is why an iteration costs about what a standard one costs (the paper: "brings no
    (``candidate_detections`` of the detector: softmax / sigmoid, score threshold, background removed), and greedy
    NMS on them at the detector's own IoU (paper: 0.5);
 3. per image, ``k`` keep-sets sampled with keep probability ``p_b`` (one ``torch.rand`` under the trainer's seed),
-   their rewards and the baseline ``r'`` (the NMS keep-set) from ONE ``detgym.metrics.image_ap`` call with a
-   ``[k + 1, N]`` mask, against the image's ground truth in the same (transformed) coordinates;
+   their rewards and the baseline ``r'`` (the NMS keep-set) against the image's ground truth in the same
+   (transformed) coordinates: the image's COCO AP from ONE ``detgym.metrics.image_ap`` call with a ``[k + 1, N]``
+   mask (``reward="image_ap"``, the paper's), or DetBoxSelect-v1's pool reward with the batch as the pool
+   (``reward="pool_ap"``: COCO AP over the batch's images, the others with their NMS results, so a duplicate that
+   outranks another image's true positive and a box of a class absent from the image cost precision; r' = 0);
 4. advantages ``A_b = r(b) - r'``, 0 for the boxes NMS keeps ("rewards of boxes already selected set to zero") and
    for boxes no sample contained; ``r(b)`` is the mean AP of the sampled sets that contain ``b``
    (``estimator="conditional"``, E[r | b in a]: the reading under which "boxes with higher IoU than the
@@ -52,12 +55,15 @@ from torchvision.ops import batched_nms
 
 from detgym._validation import check_choice
 from detgym.metrics import image_ap
+from detgym.metrics.pool_ap import PoolAP
 from detgym.models._utils import level_ids, sum_by_level
 
-__all__ = ["ESTIMATORS", "PGConfig", "PolicyGradientDetector", "policy_advantages", "sample_keep_sets"]
+__all__ = ["ESTIMATORS", "PG_REWARDS", "PGConfig", "PolicyGradientDetector", "policy_advantages", "sample_keep_sets"]
 
 #: Estimators of r(b) (eq. 8).
 ESTIMATORS: tuple[str, ...] = ("conditional", "eq8")
+#: Rewards r(a) of a sampled keep-set (``PGConfig.reward``).
+PG_REWARDS: tuple[str, ...] = ("image_ap", "pool_ap")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ class PGConfig:
     estimator: str = "conditional"
     #: IoU of the NMS behind the baseline r' (``None``: the detector's own ``nms_thresh``, 0.5 as in the paper).
     nms_iou: float | None = None
+    #: ``"image_ap"``: r(a) = the image's COCO AP (eq. 5, the paper's; DetBoxSelect-v0's reward); ``"pool_ap"``:
+    #: DetBoxSelect-v1's reward with the batch as the pool: ``B * (AP(batch, image's boxes a) - AP(batch, its NMS
+    #: boxes))``, COCO AP over the batch's B images with the others' NMS results (so r' = 0).
+    reward: str = "image_ap"
 
     def __post_init__(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -79,6 +89,7 @@ class PGConfig:
         if not isinstance(self.gamma, (int, float)) or not np.isfinite(self.gamma) or self.gamma < 0:
             raise ValueError(f"gamma must be a finite number >= 0 (paper 001: 1), got {self.gamma!r}")
         check_choice("estimator", self.estimator, ESTIMATORS)
+        check_choice("reward", self.reward, PG_REWARDS)
         if self.nms_iou is not None and not 0.0 <= float(self.nms_iou) <= 1.0:
             raise ValueError(f"nms_iou must be in [0, 1] or None, got {self.nms_iou!r}")
 
@@ -120,6 +131,61 @@ def policy_advantages(rewards: np.ndarray, keep: np.ndarray, baseline: float, nm
     return advantage
 
 
+_Image = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _as_numpy(cand: dict[str, Tensor], target: dict[str, Tensor]) -> _Image:
+    """An image's candidates (boxes, scores, labels) and ground truth (boxes, labels) as float64 / int64 arrays."""
+    return (cand["boxes"].detach().double().cpu().numpy(), cand["scores"].detach().double().cpu().numpy(),
+            cand["labels"].cpu().numpy().astype(np.int64), target["boxes"].detach().double().cpu().numpy(),
+            target["labels"].cpu().numpy().astype(np.int64))
+
+
+def _image_rewards(data: list[_Image], sampled: list[np.ndarray | None],
+                   nms_keeps: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+    """Per image, the sampled keep-sets' rewards and the NMS baseline r': the image's COCO AP (eq. 5), one
+    ``image_ap`` call with the ``[k + 1, N]`` masks."""
+    out = []
+    for (boxes, scores, labels, gt_boxes, gt_labels), keep, nms_keep in zip(data, sampled, nms_keeps):
+        if keep is None:
+            out.append((np.zeros(0), 0.0))
+            continue
+        ap = image_ap(boxes, scores, labels, gt_boxes, gt_labels, np.concatenate([keep, nms_keep[None]]))
+        out.append((ap[:-1], float(ap[-1])))
+    return out
+
+
+def _pool_rewards(data: list[_Image], sampled: list[np.ndarray | None],
+                  nms_keeps: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+    """Per image, the sampled keep-sets' rewards with the batch as the pool (DetBoxSelect-v1's reward): ``B *
+    (AP_P(a) - AP_P(NMS_i))``, COCO AP over the batch's ``B`` images with the other images' NMS results
+    (:class:`detgym.metrics.PoolAP`); the baseline r' is 0."""
+    n = len(data)
+    counts = np.array([d[1].shape[0] for d in data], dtype=np.int64)
+    n_max = max(1, int(counts.max(initial=0)))
+    boxes, scores = np.zeros((n, n_max, 4)), np.zeros((n, n_max))
+    labels, reference = np.ones((n, n_max), dtype=np.int64), np.zeros((n, n_max), dtype=bool)
+    for i, ((b, sc, lab, _, _), nms_keep) in enumerate(zip(data, nms_keeps)):
+        boxes[i, :b.shape[0]], scores[i, :b.shape[0]], labels[i, :b.shape[0]] = b, sc, lab
+        reference[i, :b.shape[0]] = nms_keep
+    gt_boxes = np.concatenate([d[3].reshape(-1, 4) for d in data])
+    gt_labels = np.concatenate([d[4] for d in data])
+    offsets = np.concatenate([[0], np.cumsum([d[4].shape[0] for d in data])]).astype(np.int64)
+    num_classes = int(max(labels.max(initial=1), gt_labels.max(initial=1)))
+    pool = PoolAP(boxes, scores, labels, counts, gt_boxes, gt_labels, np.zeros(gt_labels.shape[0], dtype=bool),
+                  offsets, np.arange(n), num_classes, np.arange(n), reference)
+    out = []
+    for i, keep in enumerate(sampled):
+        if keep is None:
+            out.append((np.zeros(0), 0.0))
+            continue
+        padded = np.zeros((keep.shape[0], n_max), dtype=bool)
+        padded[:, :keep.shape[1]] = keep
+        _, delta = pool(np.full(keep.shape[0], i, dtype=np.int64), padded)
+        out.append((n * delta, 0.0))
+    return out
+
+
 @contextlib.contextmanager
 def _capture(points: dict[str, tuple[nn.Module, str]]) -> Iterator[dict[str, Any]]:
     """Record the inputs (``"args"``) or outputs (``"output"``) of some modules during one forward pass."""
@@ -151,7 +217,7 @@ class PolicyGradientDetector(nn.Module):
         detector: a detgym Faster R-CNN, RetinaNet or FCOS (from ``build_detector``), usually trained already.
         config: :class:`PGConfig`.
 
-    ``last_stats`` holds the last iteration's mean sampled reward, baseline and advantage (for logs).
+    ``last_stats`` holds the last iteration's mean sampled reward, NMS baseline and absolute advantage (for logs).
     """
 
     def __init__(self, detector: nn.Module, config: PGConfig | None = None) -> None:
@@ -206,19 +272,33 @@ class PolicyGradientDetector(nn.Module):
         losses["loss_policy"] = policy
         return losses
 
-    def _advantages(self, cand: dict[str, Tensor], target: dict[str, Tensor]) -> np.ndarray:
-        """Sample k keep-sets of one image's candidates and return every candidate's advantage (one image_ap call)."""
+    def _advantages(self, cands: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]) -> list[np.ndarray]:
+        """Every candidate's advantage A_b, per image of the batch: k keep-sets sampled per image (in image order),
+        their rewards and the NMS baseline (``reward``), then eq. 8-9. Records ``last_stats``."""
         cfg = self.config
-        boxes, scores, labels = cand["boxes"].detach(), cand["scores"].detach(), cand["labels"]
         nms_iou, max_dets = self._nms_settings()
-        nms_keep = np.zeros(scores.shape[0], dtype=bool)
-        nms_keep[batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_dets].cpu().numpy()] = True
-        keep = np.concatenate([sample_keep_sets(scores, cfg.k), nms_keep[None]], axis=0)
-        rewards = image_ap(boxes.double().cpu().numpy(), scores.double().cpu().numpy(), labels.cpu().numpy(),
-                           target["boxes"].detach().double().cpu().numpy(), target["labels"].cpu().numpy(), keep)
-        advantage = policy_advantages(rewards[:-1], keep[:-1], float(rewards[-1]), nms_keep, cfg.estimator)
-        self._stats.append((float(rewards[:-1].mean()), float(rewards[-1]), float(np.abs(advantage).mean())))
-        return advantage
+        data = [_as_numpy(cand, target) for cand, target in zip(cands, targets)]
+        nms_keeps, sampled = [], []
+        for cand, (boxes, scores, labels, _, _) in zip(cands, data):
+            nms_keep = np.zeros(scores.shape[0], dtype=bool)
+            if scores.shape[0]:
+                nms_keep[batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(),
+                                     torch.from_numpy(labels), nms_iou)[:max_dets].numpy()] = True
+            nms_keeps.append(nms_keep)
+            sampled.append(sample_keep_sets(cand["scores"], cfg.k) if scores.shape[0] else None)
+        rewards = (_image_rewards if cfg.reward == "image_ap" else _pool_rewards)(data, sampled, nms_keeps)
+        advantages, stats = [], []
+        for keep, nms_keep, (r, baseline) in zip(sampled, nms_keeps, rewards):
+            if keep is None:
+                advantages.append(np.zeros(0))
+                continue
+            advantage = policy_advantages(r, keep, baseline, nms_keep, cfg.estimator)
+            advantages.append(advantage)
+            stats.append((float(r.mean()), float(baseline), float(np.abs(advantage).mean())))
+        if stats:
+            r, base, adv = np.mean(np.asarray(stats), axis=0)
+            self.last_stats = {"sampled_reward": float(r), "nms_reward": float(base), "mean_abs_advantage": float(adv)}
+        return advantages
 
     def _nms_settings(self) -> tuple[float, int]:
         own_iou, max_dets = self.detector._nms_settings()
@@ -234,15 +314,14 @@ class PolicyGradientDetector(nn.Module):
         cands = heads.candidate_detections(class_logits.detach(), box_regression.detach(), proposals, image_shapes)
         levels = heads.roi_levels(features, proposals)
         offsets = np.cumsum([0] + [int(p.shape[0]) for p in proposals])
-        self._stats: list[tuple[float, float, float]] = []
+        advantages = self._advantages(cands, targets)
         rows, labels, weights = [], [], []
         for i, cand in enumerate(cands):
             if cand["scores"].numel() == 0:
                 continue
             rows.append(cand["logit_index"] + int(offsets[i]))
             labels.append(cand["labels"])
-            weights.append(self._advantages(cand, targets[i]))
-        self._record_stats()
+            weights.append(advantages[i])
         if not rows:
             return class_logits.sum() * 0.0 + class_logits.new_zeros(self.num_levels)
         rows_t, labels_t = torch.cat(rows), torch.cat(labels)
@@ -263,21 +342,14 @@ class PolicyGradientDetector(nn.Module):
         split = {k: list(v.detach().split(sizes, dim=1)) for k, v in head_outputs.items()}
         cands = det.candidate_detections(split, [list(a.split(sizes)) for a in anchors], image_list.image_sizes)
         level_of_row = level_ids(sizes, cls_logits.device)
-        self._stats = []
+        advantages = self._advantages(cands, targets)
         total = cls_logits.new_zeros(self.num_levels) + cls_logits.sum() * 0.0
         for i, cand in enumerate(cands):
             if cand["scores"].numel() == 0:
                 continue
-            weight = torch.as_tensor(self._advantages(cand, targets[i]), dtype=cls_logits.dtype,
-                                     device=cls_logits.device)
+            weight = torch.as_tensor(advantages[i], dtype=cls_logits.dtype, device=cls_logits.device)
             x = cls_logits[i, cand["logit_index"], cand["labels"]]
             term = F.binary_cross_entropy_with_logits(x, torch.ones_like(x), reduction="none")
             n_gt = max(1, int(targets[i]["labels"].numel()))
             total = total + sum_by_level(weight * term / n_gt, level_of_row[cand["logit_index"]], self.num_levels)
-        self._record_stats()
         return total / max(1, len(cands))
-
-    def _record_stats(self) -> None:
-        if self._stats:
-            r, base, adv = np.mean(np.asarray(self._stats), axis=0)
-            self.last_stats = {"sampled_ap": float(r), "nms_ap": float(base), "mean_abs_advantage": float(adv)}

@@ -144,7 +144,7 @@ def test_sigmoid_heads(family, substrate):
     standard = det.level_losses(images, targets)  # no sampling in the dense losses: the same numbers
     torch.testing.assert_close(losses["classification"], 0.5 * standard["classification"])
     assert losses["loss_policy"].shape == (det.num_levels,)
-    assert model.last_stats["nms_ap"] > 0 and model.last_stats["mean_abs_advantage"] > 0
+    assert model.last_stats["nms_reward"] > 0 and model.last_stats["mean_abs_advantage"] > 0
     grad, = torch.autograd.grad(losses["loss_policy"].sum(), det.head.classification_head.cls_logits.weight)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
 
@@ -164,3 +164,50 @@ def test_fine_tuning_through_the_trainer(substrate, detector):
     assert not torch.equal(before, after)
     stats = trainer.evaluate(substrate.val_set)  # eval mode: the wrapper is the detector
     assert 0.0 <= stats["AP"] <= 1.0
+
+
+def test_pool_reward_is_coco_ap_over_the_batch():
+    """reward="pool_ap": r(a) = B * (AP over the batch with image i's boxes a - with its NMS boxes), the other images
+    with their NMS results, equal to pycocotools on the batch's images."""
+    from tests.test_metrics_pool_ap import _pycocotools_ap, _split
+
+    rng = np.random.default_rng(5)
+    split = _split(rng, n=4, n_max=8)
+    split["gt_crowd"][:] = False  # a detector's targets have no crowd boxes
+    split["image_ids"] = np.arange(4)  # the batch's images are numbered in batch order
+    n, n_max = split["scores"].shape
+    data, sampled, nms_keeps = [], [], []
+    for i in range(n):
+        c, g0, g1 = split["counts"][i], split["gt_offsets"][i], split["gt_offsets"][i + 1]
+        data.append((split["boxes"][i, :c], split["scores"][i, :c], split["labels"][i, :c], split["gt_boxes"][g0:g1],
+                     split["gt_labels"][g0:g1]))
+        nms_keeps.append(rng.random(c) < 0.5)
+        sampled.append(rng.random((3, c)) < 0.6 if c else None)
+    rewards = pg._pool_rewards(data, sampled, nms_keeps)
+    pad = [np.r_[k, np.zeros(n_max - k.size, dtype=bool)] for k in nms_keeps]
+    nms = {j: (pad[j], split["scores"][j]) for j in range(n)}
+    checked = 0
+    for i, (keep, (r, baseline)) in enumerate(zip(sampled, rewards)):
+        if keep is None:
+            continue
+        assert baseline == 0.0
+        ref = _pycocotools_ap(split, list(range(n)), nms)
+        for row, got in zip(keep, r):
+            kept = np.r_[row, np.zeros(n_max - row.size, dtype=bool)]
+            want = _pycocotools_ap(split, list(range(n)), {**nms, i: (kept, split["scores"][i])})
+            assert got == pytest.approx(n * (want - ref), abs=1e-9)
+            checked += 1
+    assert checked >= 6
+    with pytest.raises(ValueError, match="reward must be one of"):
+        PGConfig(reward="dataset_ap")
+
+
+def test_pool_reward_fine_tunes(substrate, detector):
+    """A Faster R-CNN batch with reward="pool_ap": finite losses, a policy term with nonzero advantages."""
+    model = PolicyGradientDetector(copy.deepcopy(detector), PGConfig(reward="pool_ap")).train()
+    images, targets = _batch(substrate)
+    torch.manual_seed(0)
+    losses = model.level_losses(images, targets)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert model.last_stats["nms_reward"] == 0.0 and model.last_stats["mean_abs_advantage"] > 0
+    losses["loss_policy"].sum().backward()
