@@ -234,3 +234,24 @@ def test_bad_inputs(backend):
         image_ap([[0, 0, 10, 10]], [0.5], [1], gt, gl, no_gt="zero", backend=backend)
     with pytest.raises(ValueError, match="backend"):
         image_ap([[0, 0, 10, 10]], [0.5], [1], gt, gl, backend="cuda")
+
+
+@pytest.mark.parametrize("numba_off", ["0", "1"])
+def test_unchecked_entry_equals_image_ap(numba_off, monkeypatch):
+    """image_ap_unchecked (inputs already float64 / int64 / bool arrays) gives image_ap's values, and image_ap's
+    precise error for input the kernel finds wrong."""
+    from detgym.metrics.image_ap import image_ap_unchecked
+
+    monkeypatch.setenv("DETGYM_NO_NUMBA", numba_off)
+    rng = np.random.default_rng(7)
+    for case in range(30):
+        db, ds, dl, gb, gl, gc = _random_case(rng)
+        keep = rng.random((3, len(db))) < 0.6
+        want = image_ap(db, ds, dl, gb, gl, keep, gc)
+        got = image_ap_unchecked(db.astype(float), ds.astype(float), dl.astype(np.int64), gb.astype(float),
+                                 gl.astype(np.int64), gc.astype(bool), keep)
+        np.testing.assert_array_equal(got, want, err_msg=f"case {case}")
+    bad = np.array([[5.0, 5.0, 1.0, 1.0]])  # x2 < x1
+    with pytest.raises(ValueError, match="det_boxes"):
+        image_ap_unchecked(bad, np.ones(1), np.ones(1, dtype=np.int64), bad[:0], np.zeros(0, dtype=np.int64),
+                           np.zeros(0, dtype=bool), np.ones((1, 1), dtype=bool))

@@ -47,7 +47,7 @@ from ._boxes import check_boxes, coco_iou_matrix, to_numpy, xyxy_to_xywh
 from ._cocoparams import AREA_RANGES, EPS, MATCH_THRESHOLDS, MAX_DETS, RECALL_THRESHOLDS
 from ._image_kernel import prepare_image, subsets_ap
 
-__all__ = ["image_ap"]
+__all__ = ["image_ap", "image_ap_unchecked"]
 
 _AREA_HI = float(AREA_RANGES[0, 1])  # area "all" is [0, 1e10]; boxes outside it are ignored
 _MAX_DET = MAX_DETS[-1]
@@ -281,3 +281,20 @@ def image_ap(det_boxes: Any, det_scores: Any, det_labels: Any, gt_boxes: Any, gt
             raise ValueError(f"det_scores has NaN at index {int(np.flatnonzero(np.isnan(ds))[0])}")
         out = _image_ap_numpy(xyxy_to_xywh(db), ds, dl, xyxy_to_xywh(gb), gl, gc, kp, reward)
     return out[0] if single else out
+
+
+def image_ap_unchecked(det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray, gt_boxes: np.ndarray,
+                       gt_labels: np.ndarray, gt_crowd: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """:func:`image_ap` of the ``K`` subsets ``keep`` (float64 ``[K]``) for inputs already in its own form: float64
+    xyxy boxes and scores, int64 labels, bool ``gt_crowd`` and ``keep`` ``[K, N]``, all NumPy. Nothing is
+    converted, and the inputs are checked only when the compiled kernel finds them wrong (then :func:`image_ap`
+    raises its precise error): the hot path of callers that validated their arrays once (DetBoxSelect's table),
+    where the conversions cost four times the kernel."""
+    if not use_numba():
+        return image_ap(det_boxes, det_scores, det_labels, gt_boxes, gt_labels, keep, gt_crowd)
+    out = np.empty(keep.shape[0], dtype=np.float64)
+    status = _image_ap_kernel(det_boxes, det_scores, det_labels, gt_boxes, gt_labels, gt_crowd, keep,
+                              MATCH_THRESHOLDS, RECALL_THRESHOLDS, _AREA_HI, _MAX_DET, EPS, True, out)
+    if status != 0:
+        return image_ap(det_boxes, det_scores, det_labels, gt_boxes, gt_labels, keep, gt_crowd)
+    return out

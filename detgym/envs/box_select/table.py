@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-from detgym.metrics import image_ap
+from detgym.metrics.image_ap import image_ap_unchecked
 from detgym.metrics.pool_ap import PoolAP
 from detgym.metrics.prepared_ap import PreparedAP
 
@@ -97,16 +97,17 @@ class ImageTable:
     def ap(self, images: np.ndarray, keep: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
         """Per-image AP (:func:`detgym.metrics.image_ap`) of kept slots ``keep`` (bool ``[B, n_max]``) of images
         ``images`` (``[B]``), ranked by the candidates' scores (prepared: one compiled call for the batch) or by new
-        ``scores`` (``[B, n_max]``: one ``image_ap`` call per image)."""
+        ``scores`` (float64 ``[B, n_max]``: one compiled ``image_ap`` call per image on the table's own arrays)."""
         images = np.asarray(images, dtype=np.int64)
         keep = np.ascontiguousarray(keep, dtype=bool)
         if scores is None:
             return self.prepared(images, keep)
+        scores = np.ascontiguousarray(scores, dtype=np.float64)
         out = np.empty(images.shape[0], dtype=np.float64)
         for b, i in enumerate(images):
             n, g0, g1 = self.counts[i], self.gt_offsets[i], self.gt_offsets[i + 1]
-            out[b] = image_ap(self.boxes[i, :n], scores[b, :n], self.labels[i, :n], self.gt_boxes[g0:g1],
-                              self.gt_labels[g0:g1], keep[b:b + 1, :n], self.gt_crowd[g0:g1])[0]
+            out[b] = image_ap_unchecked(self.boxes[i, :n], scores[b, :n], self.labels[i, :n], self.gt_boxes[g0:g1],
+                                        self.gt_labels[g0:g1], self.gt_crowd[g0:g1], keep[b:b + 1, :n])[0]
         return out
 
     def penalize_absent(self, images: np.ndarray, keep: np.ndarray, ap: np.ndarray) -> np.ndarray:
