@@ -23,12 +23,14 @@ Top to bottom:
    better); the correlation across cycles is printed too (inflated by mAP growing with the labeled set), with
    the share of held-out selections the table would have answered. The records keep their selections, so the same
    measured selections are also keyed on every other ``table_summary`` (the mean reference embedding Φ_k of
-   MGRAL, the labeled set's objects per class) and their errors printed side by side: which key ranks.
+   MGRAL, the labeled set's objects per class, its object / image / class-entropy counts) and estimated with every
+   ``lookup_estimator`` (the paper's neighbours, a ridge fit to the cycle's records), their errors printed side
+   by side: which key and estimate rank, also against the mean of the two measurements of step 5.
 5. the ceiling: the held-out episodes run again with the same selections and fresh training seeds (the episode's
    ``state_dict`` with its ``cycle_seeds`` replaced, as ``benchmarks.al_headroom``'s noise streams;
    ``OUT/retest-<key>.jsonl``), and the within-cycle Spearman of those two real measurements: how well one real
    retraining ranks the selections of a cycle, the most any estimate checked against one can show
-   (``--retest-episodes 0`` skips it); and the table's estimate against the mean of the two measurements.
+   (``--retest-episodes 0`` skips it).
 
 The last line reads ``lookup speedup: <ratio>x, MAE <value>, spearman <value>``.
 """
@@ -111,14 +113,15 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float | None:
     return None if np.isnan(rho) else rho
 
 
-def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: int) -> dict[str, Any]:
+def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: int,
+            estimator: str = "neighbours") -> dict[str, Any]:
     """The table's estimates of the held-out selections against their measured mAP: MAE, Spearman within each
     (initial set, cycle) after removing its means, Spearman across cycles, and how many the table would answer."""
     est, measured, groups, answered = [], [], [], 0
     for k, c in heldout:
         summary = np.asarray(c["summary"])
-        est.append(table.estimate(k, c["cycle"], summary, neighbours, refuse=False).value)
-        answered += table.estimate(k, c["cycle"], summary, neighbours).value is not None
+        est.append(table.estimate(k, c["cycle"], summary, neighbours, refuse=False, estimator=estimator).value)
+        answered += table.estimate(k, c["cycle"], summary, neighbours, estimator=estimator).value is not None
         measured.append(c["map"]), groups.append((k, c["cycle"]))
     est, measured = np.array(est, dtype=np.float64), np.array(measured)
     centred_measured = _centred(measured, groups)
@@ -127,6 +130,35 @@ def _errors(table: Any, heldout: list[tuple[int, dict[str, Any]]], neighbours: i
             "spearman_across_cycles": _spearman(est, measured),
             "answered_by_table": answered, "measured_map_mean": float(measured.mean()),
             "measured_map_std_within_cycle": float(centred_measured.std())}
+
+
+def _errors_by_key(real: Any, table: Any, heldout: list[tuple[int, dict[str, Any]]],
+                   mean_rows: list[tuple[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """:func:`_errors` of every (key, estimator), ``"<key> <estimator>"`` -> errors, the preset's first; the same
+    measured selections keyed again where the records keep their selections. With ``mean_rows`` (the retested
+    selections, measured twice) each also holds its within-cycle Spearman against the mean of the two."""
+    from detgym.envs.sample_select.lookup import ESTIMATORS
+    from detgym.envs.sample_select.presets import TABLE_SUMMARIES
+
+    own = real.config.table_summary
+    kinds = [own]
+    if all("added" in c for _, c in heldout) and all(sel.size for sel in table.selections):
+        kinds += [kind for kind in TABLE_SUMMARIES if kind != own]
+    estimators = [real.config.lookup_estimator] + [e for e in ESTIMATORS if e != real.config.lookup_estimator]
+    out: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        keyed, rows, means = table, heldout, mean_rows
+        if kind != own:
+            keyed = table.rekeyed([real.summary_of(k, sel, kind) for k, sel in zip(table.set_ids, table.selections)])
+            rows, means = ([(k, {**c, "summary": real.summary_of(k, np.asarray(c["added"]), kind)}) for k, c in r]
+                           for r in (heldout, mean_rows))
+        for estimator in estimators:
+            e = _errors(keyed, rows, real.config.lookup_neighbours, estimator)
+            if means:  # against the mean of two real retrainings: half the measurement noise of one
+                e["spearman_within_cycle_vs_mean_of_two"] = _errors(
+                    keyed, means, real.config.lookup_neighbours, estimator)["spearman_within_cycle"]
+            out[f"{kind} {estimator}"] = e
+    return out
 
 
 def _episodes(real: Any, key: str, path: Path, settings: Settings, n: int, n_sets: int,
@@ -174,7 +206,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from detgym.envs.sample_select import build_table
     from detgym.envs.sample_select.build import build_episode_seed
     from detgym.envs.sample_select.env import DetSampleSelectEnv
-    from detgym.envs.sample_select.presets import TABLE_SUMMARIES
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = Settings()
@@ -225,25 +256,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_lookup = np.median(answered)
     t_real = np.median([c["seconds"] for _, c in heldout])
 
-    # 4. the estimate's error on held-out selections, for the preset's key and, on the same measured selections,
-    #    every other key (the table's records keep their selections)
-    neighbours = real.config.lookup_neighbours
-    errors = {real.config.table_summary: _errors(table, heldout, neighbours)}
-    if retest:  # against the mean of two real retrainings: half the measurement noise of one
-        retest["table_spearman_within_cycle"] = _errors(table, mean_rows, neighbours)["spearman_within_cycle"]
-    if all("added" in c for _, c in heldout) and all(sel.size for sel in table.selections):
-        for kind in TABLE_SUMMARIES:
-            if kind not in errors:
-                keys = [real.summary_of(k, sel, kind) for k, sel in zip(table.set_ids, table.selections)]
-                rows = [(k, {**c, "summary": real.summary_of(k, np.asarray(c["added"]), kind)}) for k, c in heldout]
-                errors[kind] = _errors(table.rekeyed(keys), rows, neighbours)
+    # 4. the estimate's error on held-out selections, for the preset's key and estimator and, on the same measured
+    #    selections, every other key and estimator (the table's records keep their selections)
+    errors = _errors_by_key(real, table, heldout, mean_rows)
+    own = f"{real.config.table_summary} {real.config.lookup_estimator}"
     real.close()
-    mine = errors[real.config.table_summary]
+    mine = errors[own]
     mae, rho_within, rho_all = mine["mae"], mine["spearman_within_cycle"], mine["spearman_across_cycles"]
     speedup = float(t_real / t_lookup)
     result = {
         "real_step_s": float(t_real), "lookup_step_s": float(t_lookup), "speedup": speedup,
-        "table_summary": real.config.table_summary, **mine, "by_summary": errors,
+        "table_summary": real.config.table_summary, "lookup_estimator": real.config.lookup_estimator, **mine,
+        "by_key": errors,
         "heldout_selections": len(heldout),
         "estimated_replay_steps": sum(c["source"] == "estimated" for c in replayed), "replay_steps": len(replayed),
         "table_records": len(table), "records_per_set_cycle": sorted(set(table.counts().values())),
@@ -256,16 +280,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"(median of {len(heldout)} and {result['estimated_replay_steps']}); load average {load_start:.1f}")
     print(f"held-out mAP {mine['measured_map_mean']:.4f} (std within a cycle "
           f"{mine['measured_map_std_within_cycle']:.4f}); spearman across cycles {_fmt(rho_all)}")
-    for kind, e in errors.items():
-        mark = " (the preset's key)" if kind == real.config.table_summary else ""
-        print(f"table keyed on {kind!r}: MAE {e['mae']:.4f}, spearman within a cycle "
-              f"{_fmt(e['spearman_within_cycle'])}{mark}")
+    for name, e in errors.items():
+        kind, estimator = name.split()
+        mark = " (the preset's)" if name == own else ""
+        against_two = (f", against the mean of two retrainings {_fmt(e['spearman_within_cycle_vs_mean_of_two'])}"
+                       if "spearman_within_cycle_vs_mean_of_two" in e else "")
+        print(f"table keyed on {kind!r}, {estimator} estimate: MAE {e['mae']:.4f}, spearman within a cycle "
+              f"{_fmt(e['spearman_within_cycle'])}{against_two}{mark}")
     if retest:
         print(f"ceiling: {retest['selections']} held-out selections trained again with fresh seeds: spearman within "
               f"a cycle {_fmt(retest['spearman_within_cycle'])} between the two real measurements, retraining SD "
               f"{retest['retraining_sd']:.4f} (std of the selections within a cycle "
-              f"{mine['measured_map_std_within_cycle']:.4f}); the table's estimate against the mean of the two: "
-              f"spearman within a cycle {_fmt(retest['table_spearman_within_cycle'])}")
+              f"{mine['measured_map_std_within_cycle']:.4f})")
     print(f"lookup speedup: {speedup:.0f}x, MAE {mae:.4f}, spearman {_fmt(rho_within)}")
     return result
 

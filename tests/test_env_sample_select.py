@@ -214,6 +214,8 @@ def test_bad_actions(env, seq_env):
         ({"label_mode": "teacher"}, "label_mode must be one of"),
         ({"training": "scratch"}, "training must be one of"),
         ({"reward_mode": "table"}, "reward_mode must be one of"),
+        ({"lookup_estimator": "knn"}, "lookup_estimator must be one of 'neighbours', 'ridge'"),
+        ({"table_summary": "pixels"}, "table_summary must be one of"),
         ({"pseudo_threshold": 1.5}, "pseudo_threshold"),
         ({"cycles": 0}, "cycles must be an integer >= 1"),
         ({"candidates": "most"}, "candidates must be an integer >= 1 or 'all'"),

@@ -20,8 +20,14 @@ def test_retest_trains_the_held_out_selections_again_and_resumes(tmp_path, digit
     for key, episode in retest.items():  # the same images selected, other training seeds
         assert [c["added"] for c in episode["cycles"]] == [c["added"] for c in heldout[key]["cycles"]]
     assert result["retest"]["selections"] == result["heldout_selections"] == 4
-    for rho in (result["retest"]["spearman_within_cycle"], result["retest"]["table_spearman_within_cycle"]):
-        assert rho is None or -1.0 <= rho <= 1.0
+    rho = result["retest"]["spearman_within_cycle"]
+    assert rho is None or -1.0 <= rho <= 1.0
+    # every key and estimator on the same selections, each also against the mean of the two measurements
+    assert set(result["by_key"]) == {f"{k} {e}" for k in ("embedding", "labels", "counts")
+                                     for e in ("neighbours", "ridge")}
+    for errors in result["by_key"].values():
+        for rho in (errors["spearman_within_cycle"], errors["spearman_within_cycle_vs_mean_of_two"]):
+            assert rho is None or -1.0 <= rho <= 1.0
     assert result["retest"]["retraining_sd"] >= 0.0 and result["speedup"] > 1.0
     before = retest_file.read_bytes()
     assert lookup_speed.main(argv)["retest"] == result["retest"] and retest_file.read_bytes() == before  # resumed

@@ -51,6 +51,34 @@ def test_estimate_refused_when_every_record_is_farther_than_the_threshold(tmp_pa
     assert table.estimate(0, 1, np.array([5.0, 5.0])).value == pytest.approx(0.7)
 
 
+def test_ridge_estimate_is_the_penalised_fit_over_every_record_of_the_cycle(tmp_path):
+    from detgym.envs.sample_select.lookup import RIDGE_PENALTY, count_summary
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(12, 2)) * [1.0, 5.0]).astype(np.float32).astype(np.float64)  # records keep float32
+    y = 0.1 + 0.02 * x[:, 0] - 0.01 * x[:, 1]
+    records = [(1, tuple(xi) + (3.0,), yi) for xi, yi in zip(x, y)]  # a constant third column is left out
+    table = _table(tmp_path / "t.npz", records + [(2, (0.0, 0.0, 3.0), 0.9), (2, (1.0, 1.0, 3.0), 0.9)])
+    query = np.array([0.5, -2.0, 3.0])
+    z = (x - x.mean(0)) / x.std(0)
+    design = np.c_[np.ones(12), z]
+    coef = np.linalg.solve(design.T @ design + RIDGE_PENALTY * np.diag([0.0, 1.0, 1.0]), design.T @ y)
+    want = coef[0] + ((query[:2] - x.mean(0)) / x.std(0)) @ coef[1:]
+    est = table.estimate(0, 1, query, estimator="ridge", refuse=False)
+    assert est.value == pytest.approx(want, abs=1e-12) and est.records == tuple(range(12))
+    # penalised towards the mean, ordered as the true linear function; the paper's estimate stays the default
+    queries = rng.normal(size=(6, 2)) * [1.0, 5.0]
+    values = [table.estimate(0, 1, np.r_[q, 3.0], estimator="ridge", refuse=False).value for q in queries]
+    truth = 0.1 + 0.02 * queries[:, 0] - 0.01 * queries[:, 1]
+    assert np.array_equal(np.argsort(values), np.argsort(truth))
+    assert table.estimate(0, 1, query, refuse=False).value != est.value
+    with pytest.raises(ValueError, match="estimator must be one of 'neighbours', 'ridge'"):
+        table.estimate(0, 1, query, estimator="knn")
+    # the "counts" key: objects, images with objects, class entropy (nats)
+    np.testing.assert_allclose(count_summary([np.array([1, 1]), np.array([], dtype=np.int64), np.array([3, 1])]),
+                               [4, 2, -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))], rtol=1e-6)
+
+
 # ------------------------------------------------------------------ files
 def test_save_load_round_trip_is_atomic(tmp_path):
     path = tmp_path / "sub" / "t.npz"

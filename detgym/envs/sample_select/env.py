@@ -19,7 +19,7 @@ from detgym.envs.cache import LRU, cache_entry, load_entry, write_arrays, write_
 from detgym.train import NonFiniteLossError, resolve_device
 
 from .features import image_features, pairwise_nearest
-from .lookup import Estimate, LookupTable, Reference, label_summary
+from .lookup import Estimate, LookupTable, Reference, count_summary, label_summary
 from .observation import DETECTION_STATS, N_EXTRA, row_features
 from .presets import PRESETS, TABLE_SUMMARIES, SampleSelectPreset
 
@@ -136,12 +136,12 @@ class SampleSelectEnvBase(DetectorEnv):
     Every field of :class:`~detgym.envs.sample_select.presets.SampleSelectPreset` is a keyword argument
     (``initial_size``, ``batch``, ``cycles``, ``candidates``, ``training``, ``initial_iterations``,
     ``cycle_iterations``, ``label_mode``, ``pseudo_threshold``, ``reward_mode``, ``map_metric``, ``table_path``,
-    ``lookup_neighbours``, ``table_summary``, ``initial_sets``, ``n_initial_sets``, ``initial_seed``,
-    ``initial_model_seed``, and the substrate's ``recipe``, ``image_size``, ``dataset``, ``dataset_kwargs`` (for
-    the digits: every ``DigitsConfig`` field, the pool structure included), ``train_size``, ``val_size``,
-    ``train_overrides``, ``model_overrides``, ``device``), plus ``train_set`` / ``val_set`` (ready datasets),
-    ``cache_dir``, ``num_threads``, ``log_dir`` (TensorBoard)
-    and ``render_mode`` (``None`` or ``"ansi"``). Bad values raise a one-line ValueError naming the parameter.
+    ``lookup_neighbours``, ``lookup_estimator``, ``table_summary``, ``initial_sets``, ``n_initial_sets``,
+    ``initial_seed``, ``initial_model_seed``, and the substrate's ``recipe``, ``image_size``, ``dataset``,
+    ``dataset_kwargs`` (for the digits: every ``DigitsConfig`` field, the pool structure included), ``train_size``,
+    ``val_size``, ``train_overrides``, ``model_overrides``, ``device``), plus ``train_set`` / ``val_set`` (ready
+    datasets), ``cache_dir``, ``num_threads``, ``log_dir`` (TensorBoard) and ``render_mode`` (``None`` or
+    ``"ansi"``). Bad values raise a one-line ValueError naming the parameter.
     """
 
     family = "sample_select"
@@ -259,14 +259,16 @@ class SampleSelectEnvBase(DetectorEnv):
 
     def summary_of(self, set_id: int, added: np.ndarray, kind: str | None = None) -> np.ndarray:
         """The look-up table's key (``kind``, default ``table_summary``; see :mod:`.lookup`) of initial set
-        ``set_id`` plus the train-split images ``added``: the mean Φ_k of the added images (``"embedding"``), or the
-        labeled set's objects per class (``"labels"``)."""
+        ``set_id`` plus the train-split images ``added``: the mean Φ_k of the added images (``"embedding"``), the
+        labeled set's objects per class (``"labels"``), or its objects, images with objects and class entropy
+        (``"counts"``)."""
         kind = check_choice("kind", kind or self.config.table_summary, TABLE_SUMMARIES)
         added = np.asarray(added, dtype=np.int64)
-        if kind == "labels":
+        if kind in ("labels", "counts"):
             labeled = np.union1d(self.initial_sets[set_id], added)
             labels = [self.train_set.targets[int(i)]["labels"].numpy() for i in labeled]
-            return label_summary(labels, int(self.train_set.num_classes))
+            return (label_summary(labels, int(self.train_set.num_classes)) if kind == "labels" else
+                    count_summary(labels))
         ref = self.reference(set_id)
         return ref.features[added].astype(np.float64).mean(axis=0).astype(np.float32)
 
@@ -371,7 +373,8 @@ class SampleSelectEnvBase(DetectorEnv):
         """MGRAL III-F: the table's estimate, or a real measurement added to the table when it refuses."""
         assert self.table is not None
         feature = self.selection_summary()
-        estimate: Estimate = self.table.estimate(self._set, cycle, feature, self.config.lookup_neighbours)
+        estimate: Estimate = self.table.estimate(self._set, cycle, feature, self.config.lookup_neighbours,
+                                                 estimator=self.config.lookup_estimator)
         info["lookup"] = estimate.info()
         if estimate.value is not None:
             info["reward_source"] = "estimated"

@@ -14,6 +14,13 @@ batch"). Records are searched among those of the same initial set and cycle:
 * otherwise the estimate is ``Σ_j w_j mAP_j / Σ_j w_j`` over the ``neighbours`` nearest records with
   ``w_j = 1 / d_j`` (a record at distance 0 is returned as it is).
 
+``estimator="ridge"`` (not the paper's; detgym's option) replaces the last step: a ridge regression of mAP on the
+summary, fitted to all records of the (initial set, cycle) with standardised columns (penalty
+:data:`RIDGE_PENALTY`, intercept free), answers instead of the neighbours' average (same refusal rule). Each
+record is one noisy retraining, about as noisy as the differences between selections of a cycle; a fit pools all
+of them where the neighbours average five. Keyed on ``count_summary`` it is the estimate that ranked the
+selections of a cycle best on DetSampleSelect-v1 (README).
+
 The table also keeps, per initial set, the reference features of every train image and the initial detector's
 mAP, so a look-up episode needs no detector at all until the table refuses an estimate.
 
@@ -42,7 +49,8 @@ import numpy as np
 
 from detgym.data.io import atomic_write_bytes, file_lock
 
-__all__ = ["Estimate", "LookupTable", "READ_FORMATS", "Reference", "SOURCES", "TABLE_FORMAT", "label_summary"]
+__all__ = ["ESTIMATORS", "Estimate", "LookupTable", "READ_FORMATS", "RIDGE_PENALTY", "Reference", "SOURCES",
+           "TABLE_FORMAT", "count_summary", "label_summary"]
 
 #: Version of the file layout written; a file of a version outside :data:`READ_FORMATS` is refused.
 TABLE_FORMAT = 3
@@ -52,6 +60,12 @@ READ_FORMATS: tuple[int, ...] = (2, 3)
 _RECORD_COLUMNS: tuple[str, ...] = ("set_ids", "cycles", "features", "maps", "sources", "episodes", "ids", "selections")
 #: How a record was measured: by ``detgym build-table`` (random selections) or by a look-up env's fallback.
 SOURCES: tuple[str, ...] = ("build", "fallback")
+
+
+#: How an estimate is formed from the records of its (initial set, cycle): the paper's neighbours, or a ridge fit.
+ESTIMATORS: tuple[str, ...] = ("neighbours", "ridge")
+#: Penalty of ``estimator="ridge"`` on the standardised coefficients (the intercept is free).
+RIDGE_PENALTY: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -307,10 +321,13 @@ class LookupTable:
         return self._thresholds[key]
 
     def estimate(self, set_id: int, cycle: int, feature: np.ndarray, neighbours: int = 5, *,
-                 refuse: bool = True) -> Estimate:
-        """Inverse-distance-weighted mAP of the ``neighbours`` nearest records, or a refusal (``value=None``)
-        when every record of (initial set, cycle) is farther than :meth:`threshold` (or there are < 2).
-        ``refuse=False`` answers whenever there is a record (to measure the estimate's error everywhere)."""
+                 refuse: bool = True, estimator: str = "neighbours") -> Estimate:
+        """Inverse-distance-weighted mAP of the ``neighbours`` nearest records (``estimator="ridge"``: the ridge
+        fit to every record of the group, module docstring), or a refusal (``value=None``) when every record of
+        (initial set, cycle) is farther than :meth:`threshold` (or there are < 2). ``refuse=False`` answers
+        whenever there is a record (to measure the estimate's error everywhere)."""
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(map(repr, ESTIMATORS))}; got {estimator!r}")
         rows = self.rows(set_id, cycle)
         if rows.size == 0:
             return Estimate(None)
@@ -321,6 +338,10 @@ class LookupTable:
         nearest = float(d[order[0]])
         if refuse and not nearest <= tau:  # NaN threshold (< 2 records) refuses too
             return Estimate(None, threshold=tau, nearest=nearest, n_records=int(rows.size))
+        if estimator == "ridge":
+            value = _ridge(f, np.array([self.maps[r] for r in rows]), np.asarray(feature, dtype=np.float64))
+            return Estimate(value, records=tuple(int(r) for r in rows), threshold=tau, nearest=nearest,
+                            n_records=int(rows.size))
         dist = d[order]
         zero = dist == 0.0
         w = zero.astype(np.float64) if zero.any() else 1.0 / dist
@@ -335,6 +356,30 @@ class LookupTable:
             nearest=nearest,
             n_records=int(rows.size),
         )
+
+
+def _ridge(features: np.ndarray, maps: np.ndarray, feature: np.ndarray) -> float:
+    """The ridge fit of ``maps`` on ``features`` (records as rows; columns standardised over the records, a
+    constant column left out) evaluated at ``feature``."""
+    mu, sd = features.mean(axis=0), features.std(axis=0)
+    used = sd > 0
+    x = np.c_[np.ones(features.shape[0]), (features[:, used] - mu[used]) / sd[used]]
+    penalty = RIDGE_PENALTY * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0
+    coef = np.linalg.solve(x.T @ x + penalty, x.T @ maps)
+    return float(coef[0] + ((feature[used] - mu[used]) / sd[used]) @ coef[1:])
+
+
+def count_summary(labels: Sequence[np.ndarray]) -> np.ndarray:
+    """The ``"counts"`` key of a labeled set (``labels``: each image's category ids): its objects, its images that
+    hold any, and the entropy (nats) of its objects over the classes, float32 ``[3]``. Three numbers a regression
+    over a cycle's records can weigh with few records (what ``estimator="ridge"`` is for)."""
+    ids = np.concatenate([np.asarray(x, dtype=np.int64).ravel() for x in labels]) if len(labels) else np.zeros(0)
+    _, counts = np.unique(ids, return_counts=True)
+    p = counts / max(int(counts.sum()), 1)
+    entropy = float(-(p * np.log(p)).sum())
+    nonempty = sum(np.asarray(x).size > 0 for x in labels)
+    return np.array([ids.size, nonempty, entropy], dtype=np.float32)
 
 
 def label_summary(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:

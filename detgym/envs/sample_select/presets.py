@@ -35,6 +35,8 @@ from detgym._validation import check_choice
 from detgym.envs.substrate import PresetTable, Substrate, check_positive_int, frozen
 from detgym.metrics import STAT_NAMES
 
+from .lookup import ESTIMATORS
+
 __all__ = [
     "DIGITS_INITIAL_SETS",
     "LABEL_MODES",
@@ -56,15 +58,16 @@ LABEL_MODES: tuple[str, ...] = ("oracle", "pseudo")
 REWARD_MODES: tuple[str, ...] = ("real", "lookup")
 
 #: ``table_summary`` values: what the look-up table keys a labeled set by (see :mod:`.lookup`).
-TABLE_SUMMARIES: tuple[str, ...] = ("embedding", "labels")
+TABLE_SUMMARIES: tuple[str, ...] = ("embedding", "labels", "counts")
 
 #: Fields that change neither which detector a labeled set gives nor its mAP: a look-up table built under one
 #: value serves the others (see :meth:`SampleSelectPreset.table_key`).
-_NOT_IN_TABLE_KEY: tuple[str, ...] = ("reward_mode", "table_path", "lookup_neighbours", "candidates", "device")
+_NOT_IN_TABLE_KEY: tuple[str, ...] = ("reward_mode", "table_path", "lookup_neighbours", "lookup_estimator",
+                                      "candidates", "device")
 
 #: Fields added after the -v0 presets were published, with their defaults: at the default a field is left out of
 #: :meth:`SampleSelectPreset.to_dict`, so the -v0 configuration, table and cache keys stay those published.
-_LATER_FIELDS: dict[str, Any] = {"table_summary": "embedding"}
+_LATER_FIELDS: dict[str, Any] = {"table_summary": "embedding", "lookup_estimator": "neighbours"}
 
 
 def draw_initial_sets(n_train: int, size: int, count: int, seed: int) -> tuple[tuple[int, ...], ...]:
@@ -108,8 +111,12 @@ class SampleSelectPreset(Substrate):
     table_path: str | None = None
     #: Nearest records averaged by the look-up estimate.
     lookup_neighbours: int = 5
+    #: How the look-up table estimates: ``"neighbours"`` (the paper's inverse-distance average) or ``"ridge"`` (a
+    #: ridge fit to every record of the cycle; see :mod:`.lookup`).
+    lookup_estimator: str = "neighbours"
     #: What the look-up table keys a labeled set by: ``"embedding"``, MGRAL's mean reference feature Φ_k of the
-    #: images selected since the initial set; ``"labels"``, the labeled set's objects per class (see :mod:`.lookup`).
+    #: images selected since the initial set; ``"labels"``, the labeled set's objects per class; ``"counts"``, its
+    #: objects, images with objects and class entropy (see :mod:`.lookup`).
     table_summary: str = "embedding"
     #: Published initial labeled sets (train-split indices); ``()``: draw ``n_initial_sets`` with
     #: :func:`draw_initial_sets` from ``initial_seed``.
@@ -137,6 +144,7 @@ class SampleSelectPreset(Substrate):
         check_choice("label_mode", self.label_mode, LABEL_MODES)
         check_choice("reward_mode", self.reward_mode, REWARD_MODES)
         check_choice("table_summary", self.table_summary, TABLE_SUMMARIES)
+        check_choice("lookup_estimator", self.lookup_estimator, ESTIMATORS)
         check_choice("map_metric", self.map_metric, STAT_NAMES)
         t = self.pseudo_threshold
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not (0.0 <= float(t) <= 1.0):
