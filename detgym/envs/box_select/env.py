@@ -593,7 +593,7 @@ class DetBoxRescoreEnv(BoxSelectEnvBase):
         scores = a.astype(np.float64)
         if np.isnan(scores).any():
             raise ValueError(f"action has NaN scores at slots {np.flatnonzero(np.isnan(scores))[:5].tolist()}")
-        np.minimum(np.maximum(scores, 0.0, out=scores), 1.0, out=scores)  # np.clip's wrapper costs 20 us
+        np.minimum(np.maximum(scores, 0.0, out=scores), 1.0, out=scores)  # half the time of np.clip on 100 slots
         keep = scores > 0
         n = int(self.table.counts[self._image])
         ignored = self._ignored(int(keep[n:].sum()), "gives nonzero scores to")
