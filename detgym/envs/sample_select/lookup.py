@@ -73,10 +73,12 @@ class Estimate:
     """One look-up: the estimate (``None`` when the table refuses) and how it was formed."""
 
     value: float | None
-    #: Row numbers of the records averaged (nearest first); empty when refused.
+    #: Row numbers of the records used (neighbours: nearest first; ridge: every record of the group); empty when
+    #: refused.
     records: tuple[int, ...] = ()
+    #: The neighbours' distances (empty for ridge).
     distances: tuple[float, ...] = ()
-    #: Normalised weights of those records (sum 1).
+    #: Normalised weights of the neighbours (sum 1; empty for ridge).
     weights: tuple[float, ...] = ()
     #: ``mean - std`` of the pairwise record distances of this (initial set, cycle); NaN with < 2 records.
     threshold: float = float("nan")
