@@ -279,13 +279,13 @@ class PolicyGradientDetector(nn.Module):
         nms_iou, max_dets = self._nms_settings()
         data = [_as_numpy(cand, target) for cand, target in zip(cands, targets)]
         nms_keeps, sampled = [], []
-        for cand, (boxes, scores, labels, _, _) in zip(cands, data):
-            nms_keep = np.zeros(scores.shape[0], dtype=bool)
-            if scores.shape[0]:
-                nms_keep[batched_nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(),
-                                     torch.from_numpy(labels), nms_iou)[:max_dets].numpy()] = True
+        for cand in cands:
+            boxes, scores, n = cand["boxes"].detach(), cand["scores"].detach(), int(cand["scores"].numel())
+            nms_keep = np.zeros(n, dtype=bool)
+            kept = batched_nms(boxes.float(), scores.float(), cand["labels"], nms_iou)[:max_dets]
+            nms_keep[kept.cpu().numpy()] = True
             nms_keeps.append(nms_keep)
-            sampled.append(sample_keep_sets(cand["scores"], cfg.k) if scores.shape[0] else None)
+            sampled.append(sample_keep_sets(scores, cfg.k) if n else None)
         rewards = (_image_rewards if cfg.reward == "image_ap" else _pool_rewards)(data, sampled, nms_keeps)
         advantages, stats = [], []
         for keep, nms_keep, (r, baseline) in zip(sampled, nms_keeps, rewards):
