@@ -57,8 +57,8 @@ class BoxRuleAgent(Agent):
         env: the env it will act in (its variant, feature layout and ``n_max``).
         rule: a rule name (``"nms"``, ``"soft_nms_linear"``, ``"soft_nms_gaussian"``, ``"topk"``, ``"threshold"``,
             ``"keep_all"``).
-        **params: the rule's parameters (``iou`` for NMS / soft-NMS, ``sigma``, ``score_thresh``, ``k``,
-            ``threshold``), validated by a dry run.
+        **params: the rule's parameters (``iou`` for NMS / soft-NMS, ``score_thresh`` and ``detections_per_img``
+            for NMS, ``sigma`` and ``score_thresh`` for soft-NMS, ``k``, ``threshold``), validated by a dry run.
     """
 
     def __init__(self, env: gym.Env, rule: str, **params: Any) -> None:
@@ -116,15 +116,17 @@ class BoxRuleAgent(Agent):
 
 
 class OracleAgent(BoxRuleAgent):
-    """Keeps, per ground-truth box, the same-class candidate with the highest IoU (>= ``min_iou``): the headroom.
+    """Keeps, per ground-truth box, one same-class candidate (IoU >= ``min_iou``): the highest-IoU one
+    (``match="iou"``) or the highest-scored one (``match="score"``, COCO's matching; the headroom under
+    DetBoxSelect-v1's pool reward, see :func:`detgym.agents.nms.oracle_keep`).
 
     It reads the current image's candidates and ground truth from the env it was built with
     (``env.unwrapped.candidate_arrays()`` / ``ground_truth()``), so it acts in that env only, one observation at a
     time (ValueError for a batch).
     """
 
-    def __init__(self, env: gym.Env, min_iou: float = 0.5) -> None:
-        super().__init__(env, "oracle", min_iou=min_iou)
+    def __init__(self, env: gym.Env, min_iou: float = 0.5, match: str = "iou") -> None:
+        super().__init__(env, "oracle", min_iou=min_iou, match=match)
         self.env = env.unwrapped
 
     def _act(self, batch: Any, deterministic: bool, action_masks: np.ndarray | None) -> np.ndarray:

@@ -12,8 +12,13 @@ of paper 001).
   Algorithm 1, class-wise: the highest-scored remaining box ``M`` is kept and every remaining box ``b_i`` of its
   class is re-scored ``s_i <- s_i f(iou(M, b_i))``, linear ``f = 1 - iou`` when ``iou >= N_t`` (else 1) or Gaussian
   ``f = exp(-iou^2 / sigma)``; boxes whose final score is below ``score_thresh`` (0.001, the authors' code) drop.
-* :func:`oracle_keep`: per ground-truth box, the same-class candidate with the highest IoU (>= 0.5, the lowest
-  COCO threshold; lower can never match): the headroom a learned selector could reach.
+* :func:`oracle_keep`: per ground-truth box one same-class candidate overlapping it at IoU >= 0.5 (the lowest COCO
+  threshold; lower can never match): the one with the highest IoU (``match="iou"``), or the one COCO's matching
+  gives it, the highest-scored (``match="score"``): the headroom a learned selector could reach.
+
+The ``nms`` rule also takes a detector's post-processing knobs around it (torchvision's ``box_score_thresh`` and
+``box_detections_per_img``): a score threshold (the same before or after greedy NMS, which only suppresses a box by
+higher-scored ones) and the ``detections_per_img`` highest-scored survivors.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torchvision.ops import batched_nms, box_iou
 
 __all__ = [
     "RULES",
+    "ORACLE_MATCHES",
     "SOFT_NMS_METHODS",
     "coco_detections",
     "evaluate_rule",
@@ -40,6 +46,8 @@ __all__ = [
 ]
 
 SOFT_NMS_METHODS: tuple[str, ...] = ("linear", "gaussian")
+#: How the oracle picks a ground-truth box's candidate (:func:`oracle_keep`).
+ORACLE_MATCHES: tuple[str, ...] = ("iou", "score")
 
 
 def _tensor(x: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -128,11 +136,17 @@ def keep_all(scores: Any) -> np.ndarray:
 
 
 def oracle_keep(boxes: Any, labels: Any, gt_boxes: Any, gt_labels: Any, gt_crowd: Any = None,
-                min_iou: float = 0.5) -> np.ndarray:
-    """For every non-crowd ground-truth box, keep the same-class candidate with the highest IoU (if >= ``min_iou``).
+                min_iou: float = 0.5, match: str = "iou", scores: Any = None) -> np.ndarray:
+    """Per non-crowd ground-truth box, keep one same-class candidate overlapping it at IoU >= ``min_iou``.
 
-    Two ground-truth boxes may pick the same candidate (it is kept once); the kept boxes keep their scores.
+    ``match="iou"``: the candidate with the highest IoU (two ground-truth boxes may pick the same one: it is kept
+    once). ``match="score"``: COCO's matching (``evaluateImg``) of the candidates in ``scores`` order (descending,
+    stable; needs ``scores``): each takes the unmatched ground-truth box it overlaps most, so every object keeps its
+    highest-scored candidate. The kept boxes keep their scores: against other images' detections (a dataset's AP,
+    DetBoxSelect-v1's pool reward) the highest-IoU candidate, often a lower-scored one, ranks lower.
     """
+    if match not in ORACLE_MATCHES:
+        raise ValueError(f"match must be one of {', '.join(map(repr, ORACLE_MATCHES))}; got {match!r}")
     labels = np.asarray(labels)
     keep = np.zeros(labels.shape[0], dtype=bool)
     gt_labels = np.asarray(gt_labels)
@@ -143,9 +157,20 @@ def oracle_keep(boxes: Any, labels: Any, gt_boxes: Any, gt_labels: Any, gt_crowd
         return keep
     iou = box_iou(_tensor(gt_boxes, torch.float64).reshape(-1, 4), _tensor(boxes, torch.float64)).numpy()
     iou[gt_labels[:, None] != labels[None, :]] = -1.0
-    best = iou.argmax(axis=1)
-    good = iou[np.arange(len(best)), best] >= min_iou
-    keep[best[good]] = True
+    if match == "iou":
+        best = iou.argmax(axis=1)
+        good = iou[np.arange(len(best)), best] >= min_iou
+        keep[best[good]] = True
+        return keep
+    if scores is None:
+        raise ValueError("match='score' ranks the candidates by their scores: pass scores=...")
+    free = np.ones(gt_labels.shape[0], dtype=bool)
+    for d in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        overlap = np.where(free, iou[:, d], -1.0)
+        g = int(overlap.argmax())
+        if overlap[g] >= min_iou:
+            free[g] = False
+            keep[d] = True
     return keep
 
 
@@ -154,8 +179,16 @@ def rescore(scores: Any, keep: np.ndarray) -> np.ndarray:
     return np.where(keep, np.asarray(scores, dtype=np.float64), 0.0)
 
 
-def _nms_rule(c: Mapping[str, Any], iou: float = 0.5) -> np.ndarray:
-    return rescore(c["scores"], greedy_nms(c["boxes"], c["scores"], c["labels"], iou))
+def _nms_rule(c: Mapping[str, Any], iou: float = 0.5, score_thresh: float = 0.0,
+              detections_per_img: int | None = None) -> np.ndarray:
+    keep = greedy_nms(c["boxes"], c["scores"], c["labels"], iou) & score_threshold(c["scores"], score_thresh)
+    if detections_per_img is not None:
+        if isinstance(detections_per_img, bool) or not isinstance(detections_per_img, (int, np.integer)) \
+                or detections_per_img < 0:
+            raise ValueError(f"detections_per_img must be an integer >= 0 or None, got {detections_per_img!r}")
+        kept = np.flatnonzero(keep)
+        keep[kept[np.argsort(-np.asarray(c["scores"])[kept], kind="stable")[detections_per_img:]]] = False
+    return rescore(c["scores"], keep)
 
 
 def _soft_rule(method: str) -> Callable[..., np.ndarray]:
@@ -166,10 +199,11 @@ def _soft_rule(method: str) -> Callable[..., np.ndarray]:
     return rule
 
 
-def _oracle_rule(c: Mapping[str, Any], min_iou: float = 0.5) -> np.ndarray:
+def _oracle_rule(c: Mapping[str, Any], min_iou: float = 0.5, match: str = "iou") -> np.ndarray:
     if "gt_boxes" not in c:
         raise ValueError("the oracle needs the ground truth: candidates with 'gt_boxes', 'gt_labels' (and 'gt_crowd')")
-    keep = oracle_keep(c["boxes"], c["labels"], c["gt_boxes"], c["gt_labels"], c.get("gt_crowd"), min_iou)
+    keep = oracle_keep(c["boxes"], c["labels"], c["gt_boxes"], c["gt_labels"], c.get("gt_crowd"), min_iou, match,
+                       c["scores"])
     return rescore(c["scores"], keep)
 
 

@@ -170,7 +170,8 @@ _BOX_RULES = (
     ("topk", "keep the k (5) highest-scored candidates"),
     ("threshold", "keep candidates scoring >= 0.5"),
     ("keep_all", "keep every candidate (no NMS)"),
-    ("oracle", "per ground-truth box its best same-class candidate: the headroom (sees the GT)"),
+    ("oracle", "per ground-truth box its highest-IoU same-class candidate (match='score': the highest-scored): the "
+               "headroom (sees the GT)"),
 )
 
 def _sample_select_fits(env: gym.Env) -> bool:

@@ -117,6 +117,26 @@ def test_greedy_nms_is_the_greedy_rule():
         np.testing.assert_array_equal(greedy_nms(boxes, scores, labels, 0.5), keep)
 
 
+def test_nms_post_processing_knobs_are_torchvisions_order():
+    """A score threshold before greedy NMS (torchvision's postprocess_detections) or after it keeps the same boxes;
+    ``detections_per_img`` then keeps the highest-scored survivors."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        boxes, scores, labels = _random_candidates(rng, 30)
+        c = {"boxes": boxes, "scores": scores, "labels": labels}
+        for thresh, k in ((0.0, None), (0.4, None), (0.0, 3), (0.3, 5), (0.5, 0)):
+            above = np.flatnonzero(scores >= thresh)
+            keep = np.zeros(30, dtype=bool)
+            keep[above[greedy_nms(boxes[above], scores[above], labels[above], 0.5)]] = True
+            if k is not None:
+                kept = np.flatnonzero(keep)
+                keep[kept[np.argsort(-scores[kept], kind="stable")[k:]]] = False
+            got = RULES["nms"](c, score_thresh=thresh, detections_per_img=k)
+            np.testing.assert_array_equal(got, np.where(keep, scores, 0.0))
+    with pytest.raises(ValueError, match="detections_per_img must be an integer >= 0"):
+        RULES["nms"](c, detections_per_img=-1)
+
+
 def test_oracle_topk_and_bad_parameters():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 9, 10], [20, 20, 30, 30], [50, 50, 60, 60]], dtype=float)
     labels = np.array([1, 1, 2, 1])
@@ -124,6 +144,15 @@ def test_oracle_topk_and_bad_parameters():
     np.testing.assert_array_equal(oracle_keep(boxes, labels, gt, np.array([1, 2, 1])), [False, True, True, False])
     np.testing.assert_array_equal(oracle_keep(boxes, labels, gt, np.array([1, 2, 1]), [True, False, False]),
                                   [False, False, True, False])
+    # COCO's matching gives each object its highest-scored candidate; "iou" the closest one whatever its score
+    for scores, expected in (([0.9, 0.8, 0.7, 0.6], [True, False, True, False]),
+                             ([0.7, 0.8, 0.7, 0.6], [False, True, True, False])):
+        np.testing.assert_array_equal(oracle_keep(boxes, labels, gt, np.array([1, 2, 1]), match="score",
+                                                  scores=np.array(scores)), expected)
+    with pytest.raises(ValueError, match="match must be one of 'iou', 'score'"):
+        oracle_keep(boxes, labels, gt, np.array([1, 2, 1]), match="best")
+    with pytest.raises(ValueError, match="pass scores"):
+        oracle_keep(boxes, labels, gt, np.array([1, 2, 1]), match="score")
     np.testing.assert_array_equal(topk(np.ones(4), 2), [True, True, False, False])
     with pytest.raises(ValueError, match="method must be one of"):
         soft_nms(boxes, np.ones(4), labels, method="cubic")
@@ -224,6 +253,7 @@ def test_agents_match_the_post_processor_and_the_oracle_bounds_nms(envs):
     assert aps["oracle"] >= aps["nms"] and aps["oracle"] >= aps["keep_all"]
     stats = evaluate_rule(env, "oracle")
     assert stats["AP"] >= evaluate_rule(env, "nms")["AP"]
+    assert evaluate_rule(env, "oracle", match="score")["AP"] >= evaluate_rule(env, "nms")["AP"]
     assert set(stats) >= {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert coco["images"]
 
