@@ -164,7 +164,8 @@ def _learned_nms(env: gym.Env | None, seed: int | None, **kwargs: Any) -> Agent:
 
 
 _BOX_RULES = (
-    ("nms", "greedy NMS, class-wise, IoU 0.5 (paper 001's baseline)"),
+    ("nms", "greedy NMS, class-wise, IoU 0.5 (paper 001's baseline); score_thresh / detections_per_img: a "
+            "detector's post-processing"),
     ("soft_nms_linear", "soft-NMS, linear decay, N_t 0.3 (Bodla et al.); DetBoxRescore"),
     ("soft_nms_gaussian", "soft-NMS, Gaussian decay, sigma 0.5 (Bodla et al.); DetBoxRescore"),
     ("topk", "keep the k (5) highest-scored candidates"),
