@@ -84,8 +84,11 @@ class BoxSelectEnvBase(DetectorEnv):
     sb3_options = {
         "ppo": {"policy": f"{_SET_POLICY}:SetPolicy", "n_steps": 512, "batch_size": 128, "n_epochs": 5,
                 "learning_rate": f"{_SET_POLICY}:decaying_learning_rate", "policy_kwargs": {"log_std_init": -2.0}},
-        "a2c": {"policy": f"{_SET_POLICY}:SetPolicy", "n_steps": 32,
-                "learning_rate": f"{_SET_POLICY}:decaying_learning_rate", "policy_kwargs": {"log_std_init": -2.0}},
+        # A2C at PPO's learning rate (1e-3) drove every score to 0 in 1-2 of 3 seeds on DetBoxRescore-v1, with or
+        # without advantage normalisation or Adam (a dead zone: every sample clips to "drop", so no gradient comes
+        # back); at 3e-4 with normalised advantages none of 10 seeds did (README, DetBoxSelect-v1)
+        "a2c": {"policy": f"{_SET_POLICY}:SetPolicy", "n_steps": 32, "learning_rate": 3e-4,
+                "normalize_advantage": True, "policy_kwargs": {"log_std_init": -2.0}},
         "maskable_ppo": {"policy": f"{_SET_POLICY}:MaskableSetPolicy", "n_steps": 512, "batch_size": 128,
                          "n_epochs": 5, "learning_rate": f"{_SET_POLICY}:decaying_learning_rate"},
     }
