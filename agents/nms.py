@@ -30,8 +30,8 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 
 __all__ = [
-    "RULES",
     "ORACLE_MATCHES",
+    "RULES",
     "SOFT_NMS_METHODS",
     "coco_detections",
     "evaluate_rule",
@@ -140,10 +140,11 @@ def oracle_keep(boxes: Any, labels: Any, gt_boxes: Any, gt_labels: Any, gt_crowd
     """Per non-crowd ground-truth box, keep one same-class candidate overlapping it at IoU >= ``min_iou``.
 
     ``match="iou"``: the candidate with the highest IoU (two ground-truth boxes may pick the same one: it is kept
-    once). ``match="score"``: COCO's matching (``evaluateImg``) of the candidates in ``scores`` order (descending,
-    stable; needs ``scores``): each takes the unmatched ground-truth box it overlaps most, so every object keeps its
-    highest-scored candidate. The kept boxes keep their scores: against other images' detections (a dataset's AP,
-    DetBoxSelect-v1's pool reward) the highest-IoU candidate, often a lower-scored one, ranks lower.
+    once). ``match="score"``: as COCO's matching (``evaluateImg``), the candidates in ``scores`` order (descending,
+    stable; needs ``scores``): each takes the unmatched ground-truth box it overlaps most, so an object keeps the
+    highest-scored candidate no other object took. The kept boxes keep their scores: against other images'
+    detections (a dataset's AP, DetBoxSelect-v1's pool reward) the highest-IoU candidate, often a lower-scored one,
+    ranks lower.
     """
     if match not in ORACLE_MATCHES:
         raise ValueError(f"match must be one of {', '.join(map(repr, ORACLE_MATCHES))}; got {match!r}")
