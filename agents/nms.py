@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_iou
 
+from detgym._validation import check_choice
+
 __all__ = [
     "ORACLE_MATCHES",
     "RULES",
@@ -146,8 +148,7 @@ def oracle_keep(boxes: Any, labels: Any, gt_boxes: Any, gt_labels: Any, gt_crowd
     detections (a dataset's AP, DetBoxSelect-v1's pool reward) the highest-IoU candidate, often a lower-scored one,
     ranks lower.
     """
-    if match not in ORACLE_MATCHES:
-        raise ValueError(f"match must be one of {', '.join(map(repr, ORACLE_MATCHES))}; got {match!r}")
+    check_choice("match", match, ORACLE_MATCHES)
     labels = np.asarray(labels)
     keep = np.zeros(labels.shape[0], dtype=bool)
     gt_labels = np.asarray(gt_labels)
